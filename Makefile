@@ -1,0 +1,36 @@
+# Two commands, each doing its own set-up on a fresh clone:
+#   make demo   creates .venv, installs, builds demo data, trains and restores on CPU, writes a report
+#   make test   creates .venv if missing, installs, runs the pytest suite
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+# The torch/torchvision pair installed into .venv (tested: 2.14.1 / 0.29.1). Override e.g.
+#   make test TORCH_PKGS="torch torchvision"
+TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo clean
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# BasicSR 1.4.2 is an sdist whose setup.py imports torch: build it against the torch already in
+# the venv (--no-build-isolation), otherwise pip pulls a second, unpinned torch into a throwaway
+# build environment. Then install the plugin itself.
+$(STAMP): $(VPY) setup.py requirements.txt
+	$(VPY) -m pip install -q --upgrade pip setuptools wheel
+	$(VPY) -m pip install -q $(TORCH_PKGS)
+	$(VPY) -m pip install -q --no-build-isolation basicsr==1.4.2
+	$(VPY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(VPY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(VPY) -m uniremoval.demo --out results/demo
+
+clean:
+	rm -rf $(VENV) experiments results tb_logger datasets/demo

@@ -1,0 +1,47 @@
+"""Package metadata for uniremoval, a BasicSR plugin for Uni-Removal and ADS.
+
+Install torch/torchvision and BasicSR first (BasicSR 1.4.2 ships only an sdist whose
+build imports torch; see the README, "Installation"), then ``pip install -e .``.
+"""
+from os import path as osp
+
+from setuptools import find_packages, setup
+
+HERE = osp.dirname(osp.abspath(__file__))
+
+
+def read_requirements():
+    with open(osp.join(HERE, 'requirements.txt'), encoding='utf-8') as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith('#')]
+
+
+def read_version():
+    with open(osp.join(HERE, 'uniremoval', '__init__.py'), encoding='utf-8') as f:
+        for line in f:
+            if line.startswith('__version__'):
+                return line.split('=')[1].strip().strip("'\"")
+    raise RuntimeError('uniremoval/__init__.py defines no __version__')
+
+
+setup(
+    name='uniremoval',
+    version=read_version(),
+    description='Uni-Removal (knowledge transfer + domain adaptation) and ADS as a BasicSR plugin',
+    long_description=open(osp.join(HERE, 'README.md'), encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.9',
+    packages=find_packages(include=['uniremoval', 'uniremoval.*']),
+    include_package_data=True,
+    install_requires=read_requirements(),
+    extras_require={'test': ['pytest>=7']},
+    entry_points={
+        'console_scripts': [
+            'basicsr = uniremoval.cli:main',
+        ],
+    },
+    classifiers=[
+        'Programming Language :: Python :: 3',
+        'Topic :: Scientific/Engineering :: Image Processing',
+    ],
+)

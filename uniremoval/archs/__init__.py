@@ -1,0 +1,4 @@
+"""Importing this package registers every ``*_arch.py`` module of it in BasicSR's registries."""
+from uniremoval.utils.registration import import_modules
+
+_modules = import_modules(__file__, __name__, '_arch.py')
