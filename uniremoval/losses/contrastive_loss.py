@@ -56,6 +56,7 @@ reduction (the mean is over the rows that have at least one valid positive, 0 if
 Gradients flow to every input that requires them; detach the positives (teacher outputs) or
 negatives yourself where they must stay fixed.
 """
+import math
 import os
 from collections import OrderedDict
 
@@ -153,9 +154,10 @@ def contrastive_loss_terms(anchor, positives, negatives, temperature, pos_mask=N
     neg_mask = _check_mask(neg_mask, (batch, num_neg), 'neg_mask')
 
     with torch.autocast(device_type=anchor.device.type, enabled=False):
-        a = F.normalize(_as_float(anchor).reshape(batch, -1), dim=1, eps=eps)
-        p = _unit_rows(positives.reshape(batch, num_pos, -1), eps).to(a.dtype)
-        n = _unit_rows(negatives.reshape(batch, num_neg, -1), eps).to(a.dtype)
+        dim = math.prod(anchor.shape[1:])
+        a = F.normalize(_as_float(anchor).reshape(batch, dim), dim=1, eps=eps)
+        p = _unit_rows(positives.reshape(batch, num_pos, dim), eps).to(a.dtype)
+        n = _unit_rows(negatives.reshape(batch, num_neg, dim), eps).to(a.dtype)
         s_pos = _cosines(a, p)  # (B, P)
         s_neg = _cosines(a, n)  # (B, N)
 
@@ -166,7 +168,7 @@ def contrastive_loss_terms(anchor, positives, negatives, temperature, pos_mask=N
             # rows without a valid positive: compute with all positives (finite), zeroed below
             pos_mask = pos_mask | ~valid[:, None]
         # Shift by the largest valid positive cosine before dividing by t: the log ratio is
-        # unchanged, but the logits stay small, so t = 1e-6 loses no precision.
+        # unchanged, but the logits stay small, so t = 1e-6 adds no rounding of huge numbers.
         s_pos_valid = s_pos if pos_mask is None else s_pos.masked_fill(~pos_mask, float('-inf'))
         shift = s_pos_valid.amax(dim=1, keepdim=True).detach()
         logit_pos = (s_pos_valid - shift) / temperature
