@@ -104,6 +104,8 @@ def train_pipeline(args=None, root_path=None):
 
     train_loader, train_sampler, val_loaders, _, total_iters = create_train_val_dataloader(opt, logger)
 
+    if not opt['train'].get('iters_per_epoch'):  # for per-epoch schedules inside models (e.g. KT's decay)
+        opt['train']['iters_per_epoch'] = len(train_loader)
     model = build_model(opt)
     if resume_state:
         model.resume_training(resume_state)

@@ -1,5 +1,6 @@
-"""Behaviour shared by every uniremoval model on top of BasicSR's ``BaseModel``.
+"""Behaviour shared by the uniremoval models on top of BasicSR's ``BaseModel``.
 
+:class:`PerTypeValidationMixin` reports validation metrics per degradation type.
 :class:`SafeCheckpointMixin` replaces three ``BaseModel`` methods:
 
 * ``load_network`` reads with ``weights_only=True`` and also accepts official ``{'state_dict': ...}``
@@ -10,7 +11,11 @@
 """
 from os import path as osp
 
-from basicsr.utils import get_root_logger
+import numpy as np
+from tqdm import tqdm
+
+from basicsr.metrics import calculate_metric
+from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 from uniremoval.utils.checkpoint import atomic_torch_save, load_state_dict_file
 
@@ -51,3 +56,79 @@ class SafeCheckpointMixin:
             'schedulers': [s.state_dict() for s in self.schedulers],
         }
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
+
+
+class PerTypeValidationMixin:
+    """Validation that reports every ``val.metrics`` entry per degradation type and their mean.
+
+    Samples carry their type name under ``degradation`` (``MultiDegradationDataset``); samples
+    without it count under the dataset's name. ``self.metric_results`` holds the means over types
+    (what BasicSR's best-metric tracking and ``basicsr test`` read) and
+    ``self.metric_results_per_type[type][metric]`` the per-type averages. Restored images are saved
+    under ``visualization/<type>/`` when ``save_img`` is set. Uni-Removal reports per-type PSNR/SSIM
+    (arXiv 2307.05075, Tables I-III).
+    """
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        dataset_name = dataloader.dataset.opt['name']
+        metrics_opt = self.opt['val'].get('metrics') or {}
+        sums, counts = {}, {}
+        pbar = tqdm(total=len(dataloader), unit='image', desc=f'Val {dataset_name}') \
+            if self.opt['val'].get('pbar', False) else None
+        for val_data in dataloader:
+            types = val_data.get('degradation', [dataset_name] * val_data['lq'].size(0))
+            self.feed_data(val_data)
+            self.test()
+            results = self.output.detach().cpu()
+            gts = self.gt.detach().cpu() if hasattr(self, 'gt') else None
+            for i, kind in enumerate(types):
+                img_name = osp.splitext(osp.basename(val_data['lq_path'][i]))[0]
+                sr_img = tensor2img([results[i:i + 1]])
+                if save_img:
+                    suffix = current_iter if self.opt['is_train'] else (self.opt['val'].get('suffix') or self.opt['name'])
+                    imwrite(sr_img, osp.join(self.opt['path']['visualization'], kind, f'{img_name}_{suffix}.png'))
+                if metrics_opt and gts is not None:
+                    data = {'img': sr_img, 'img2': tensor2img([gts[i:i + 1]])}
+                    sums.setdefault(kind, {m: 0.0 for m in metrics_opt})
+                    counts[kind] = counts.get(kind, 0) + 1
+                    for name, opt_ in metrics_opt.items():
+                        sums[kind][name] += float(calculate_metric(data, opt_))
+            for attr in ('lq', 'gt', 'output'):
+                if hasattr(self, attr):
+                    delattr(self, attr)
+            if pbar:
+                pbar.update(1)
+        if pbar:
+            pbar.close()
+        if not sums:
+            return
+        self.metric_results_per_type = {k: {m: v / counts[k] for m, v in s.items()} for k, s in sums.items()}
+        self.metric_results = {m: float(np.mean([r[m] for r in self.metric_results_per_type.values()]))
+                               for m in metrics_opt}
+        self._initialize_best_metric_results(dataset_name)
+        for metric, value in self.metric_results.items():
+            self._update_best_metric_result(dataset_name, metric, value, current_iter)
+        self._log_per_type_metrics(current_iter, dataset_name, tb_logger)
+
+    def _log_per_type_metrics(self, current_iter, dataset_name, tb_logger):
+        log_str = f'Validation {dataset_name}\n'
+        for kind, values in sorted(self.metric_results_per_type.items()):
+            log_str += f'\t [{kind}] ' + ' '.join(f'{m}: {v:.4f}' for m, v in values.items()) + '\n'
+        for metric, value in self.metric_results.items():
+            best = self.best_metric_results[dataset_name][metric]
+            log_str += f'\t # {metric}: {value:.4f}\tBest: {best["val"]:.4f} @ {best["iter"]} iter\n'
+        get_root_logger().info(log_str)
+        if tb_logger:
+            for kind, values in self.metric_results_per_type.items():
+                for metric, value in values.items():
+                    tb_logger.add_scalar(f'metrics/{dataset_name}/{kind}/{metric}', value, current_iter)
+            for metric, value in self.metric_results.items():
+                tb_logger.add_scalar(f'metrics/{dataset_name}/{metric}', value, current_iter)
+
+
+def perceptual_terms(cri_perceptual, output, gt):
+    """The non-None terms of BasicSR's ``PerceptualLoss`` (it returns ``(l_percep, l_style)``), by log name."""
+    if cri_perceptual is None:
+        return {}
+    l_percep, l_style = cri_perceptual(output, gt)
+    return {name: value for name, value in (('l_percep', l_percep), ('l_style', l_style)) if value is not None}

@@ -21,7 +21,7 @@ import torch
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
-from uniremoval.models.model_mixins import SafeCheckpointMixin
+from uniremoval.models.model_mixins import SafeCheckpointMixin, perceptual_terms
 
 SUPPORTED_PIXEL_RANGES = ((0.0, 1.0), (-1.0, 1.0))
 
@@ -38,8 +38,12 @@ def parse_pixel_range(opt):
     return value
 
 
-class PixelRangeMixin:
-    """Maps [0, 1] data to the network's pixel range and back (see module docstring)."""
+class StagedRestorationMixin:
+    """Runs a multi-stage restoration network (outputs final first) in its pixel range.
+
+    Maps [0, 1] data to the network's ``pixel_range`` and back (see module docstring); ``test()``
+    keeps the final stage's output as ``self.output``.
+    """
 
     def _init_pixel_range(self):
         self.pixel_range = parse_pixel_range(self.opt)
@@ -50,9 +54,24 @@ class PixelRangeMixin:
     def from_network_range(self, img):
         return img if self.pixel_range == (0.0, 1.0) else (img + 1) / 2
 
+    def _stage_outputs(self, net, lq):
+        """All stage outputs of ``net`` for [0, 1] input ``lq``, in [0, 1]."""
+        outputs = net(self.to_network_range(lq))
+        if isinstance(outputs, torch.Tensor):
+            outputs = [outputs]
+        return [self.from_network_range(o) for o in outputs]
+
+    def test(self):
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = self._stage_outputs(net, self.lq)[0]
+        net.train(was_training)
+
 
 @MODEL_REGISTRY.register()
-class MPRNetModel(PixelRangeMixin, SafeCheckpointMixin, SRModel):
+class MPRNetModel(StagedRestorationMixin, SafeCheckpointMixin, SRModel):
     """BasicSR model training a multi-stage network (MPRNet) with a loss on every stage output.
 
     Options beyond ``SRModel``'s: ``train.edge_opt`` (optional edge loss, any registered loss) and
@@ -74,12 +93,6 @@ class MPRNetModel(PixelRangeMixin, SafeCheckpointMixin, SRModel):
         if 'gt' in data:
             self.gt = data['gt'].to(self.device)
 
-    def _stage_outputs(self, net, lq):
-        outputs = net(self.to_network_range(lq))
-        if isinstance(outputs, torch.Tensor):
-            outputs = [outputs]
-        return [self.from_network_range(o) for o in outputs]
-
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad()
         stage_outputs = self._stage_outputs(self.net_g, self.lq)
@@ -95,22 +108,11 @@ class MPRNetModel(PixelRangeMixin, SafeCheckpointMixin, SRModel):
             l_edge = sum(self.cri_edge(out, self.gt) for out in stage_outputs)
             l_total = l_total + l_edge
             loss_dict['l_edge'] = l_edge
-        if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
-                if value is not None:
-                    l_total = l_total + value
-                    loss_dict[name] = value
+        for name, value in perceptual_terms(self.cri_perceptual, self.output, self.gt).items():
+            loss_dict[name] = value
+            l_total = l_total + value
         l_total.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
-
-    def test(self):
-        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
-        was_training = net.training
-        net.eval()
-        with torch.no_grad():
-            self.output = self._stage_outputs(net, self.lq)[0]
-        net.train(was_training)

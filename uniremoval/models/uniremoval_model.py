@@ -1,0 +1,174 @@
+"""Uni-Removal's training stages as BasicSR models (arXiv 2307.05075, §III-B, §III-D).
+
+:class:`UniRemovalKTModel` is the knowledge-transfer stage: k frozen teachers (one MPRNet per
+degradation type) distil into one student MPRNet with
+
+    L_KT = L_pix + lambda_i * L_CL^img + lambda_f(epoch) * L_CL^feat          (Eqs. 1, 3-6)
+
+* ``L_pix`` (Eq. 1, ``train.pixel_opt``): L1 between the student's restored image and the restored
+  image of the teacher of the sample's degradation type.
+* ``L_CL^img`` (Eq. 4, ``train.image_cl_opt``): contrastive loss in VGG-19 feature space; anchor the
+  student's restored image, positive the teacher's restored image, negatives the batch's synthetic
+  degraded inputs (all types, the sample's own input included).
+* ``L_CL^feat`` (Eq. 3, ``train.feature_cl_opt``): contrastive loss on intermediate features; anchor
+  the student's features, positive the teacher's features of the same image, negatives the student's
+  features of the batch's samples of *other* degradation types (same-type samples are masked out).
+  The paper's "small trade-off weight ... gradually reduce[d]": ``lambda_f(epoch) = lambda_f *
+  decay**epoch`` with ``train.feature_cl_decay`` (0.99, §IV-A2).
+
+The weights lambda_i, lambda_f are the losses' ``loss_weight`` options (0.5 and 0.1 in the paper).
+Teachers run in eval mode without autograd and are never optimised or saved with the student.
+Validation reports PSNR/SSIM per degradation type and their mean.
+"""
+from collections import OrderedDict
+from copy import deepcopy
+
+import torch
+
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+from uniremoval.models.model_mixins import PerTypeValidationMixin, SafeCheckpointMixin
+from uniremoval.models.mprnet_model import StagedRestorationMixin
+
+
+def decayed_weight(base, decay, epoch):
+    """``base * decay**epoch``: the per-epoch decay of the feature-grained weight (§III-B, §IV-A2)."""
+    return base * decay**epoch
+
+
+@MODEL_REGISTRY.register()
+class UniRemovalKTModel(StagedRestorationMixin, PerTypeValidationMixin, SafeCheckpointMixin, SRModel):
+    """Knowledge-transfer stage of Uni-Removal (see module docstring).
+
+    Options beyond ``SRModel``'s::
+
+        teachers:                       # one per degradation type, in label order (label = index)
+          - name: haze                  # must match the dataset's source names
+            pretrain_path: experiments/teacher_haze/models/net_g_latest.pth
+            param_key: params           # 'state_dict' for official MPRNet checkpoints
+            network: ~                  # default: same as network_g (paper: same structure)
+        train:
+          pixel_opt: {type: L1Loss, loss_weight: 1.0}
+          image_cl_opt: {type: ImageContrastiveLoss, loss_weight: 0.5, temperature: 1.0e-6}
+          feature_cl_opt: {type: ContrastiveLoss, loss_weight: 0.1, temperature: 1.0e-6}
+          feature_cl_decay: 0.99        # per epoch
+          iters_per_epoch: ~            # default: batches per epoch of the train loader (set by basicsr train)
+        feat_layers: [orsnet]           # student/teacher features compared by feature_cl_opt
+    """
+
+    def __init__(self, opt):
+        self.opt = opt
+        self._init_pixel_range()
+        self.feat_layers = tuple(opt.get('feat_layers') or ('orsnet',))
+        super().__init__(opt)
+        if self.is_train:
+            self._build_teachers()
+
+    # ------------------------------------------------------------------ set-up
+    def _build_teachers(self):
+        teachers_opt = self.opt.get('teachers')
+        if not teachers_opt:
+            raise ValueError("UniRemovalKTModel needs a 'teachers' list (name, pretrain_path) in the option file")
+        logger = get_root_logger()
+        self.teacher_names, self.net_teachers = [], []
+        for i, t_opt in enumerate(teachers_opt):
+            for key in ('name', 'pretrain_path'):
+                if not t_opt.get(key):
+                    raise ValueError(f'teachers[{i}] lacks {key!r}')
+            net = build_network(deepcopy(t_opt.get('network') or self.opt['network_g'])).to(self.device)
+            self.load_network(net, t_opt['pretrain_path'], t_opt.get('strict_load', True),
+                              t_opt.get('param_key', 'params'))
+            net.eval()
+            net.requires_grad_(False)
+            self.teacher_names.append(t_opt['name'])
+            self.net_teachers.append(net)
+            logger.info(f"Teacher {i} ({t_opt['name']}) loaded from {t_opt['pretrain_path']}")
+
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        self.cri_image_cl = build_loss(train_opt['image_cl_opt']).to(self.device) \
+            if train_opt.get('image_cl_opt') else None
+        self.cri_feature_cl = build_loss(train_opt['feature_cl_opt']).to(self.device) \
+            if train_opt.get('feature_cl_opt') else None
+        self.feature_cl_decay = float(train_opt.get('feature_cl_decay', 1.0))
+        self.iters_per_epoch = train_opt.get('iters_per_epoch')
+        if self.cri_feature_cl is not None and self.feature_cl_decay != 1.0 and not self.iters_per_epoch:
+            raise ValueError('train:feature_cl_decay needs train:iters_per_epoch (basicsr train sets it from the '
+                             'train loader)')
+        super().init_training_settings()  # pixel_opt (Eq. 1), optimizers, schedulers
+
+    def epoch_of(self, current_iter):
+        """0-based epoch of a 1-based iteration, from ``train.iters_per_epoch``."""
+        return (current_iter - 1) // self.iters_per_epoch if self.iters_per_epoch else 0
+
+    # ------------------------------------------------------------------ training
+    def feed_data(self, data):
+        self.lq = data['lq'].to(self.device)
+        if 'gt' in data:
+            self.gt = data['gt'].to(self.device)
+        self.labels = data['label'].to(self.device).long() if 'label' in data else None
+
+    def _student(self, lq):
+        outputs, feats = self.net_g(self.to_network_range(lq), return_feats=True, feat_layers=self.feat_layers)
+        return self.from_network_range(outputs[0]), feats
+
+    @torch.no_grad()
+    def teacher_targets(self, lq, labels):
+        """Route each sample to the teacher of its label; return its restored images and features."""
+        if labels is None:
+            raise ValueError('UniRemovalKTModel needs a label per sample (use MultiDegradationDataset)')
+        if int(labels.min()) < 0 or int(labels.max()) >= len(self.net_teachers):
+            raise ValueError(f'labels {labels.tolist()} out of range for {len(self.net_teachers)} teachers')
+        restored, feats = None, None
+        for t, teacher in enumerate(self.net_teachers):
+            idx = (labels == t).nonzero(as_tuple=True)[0]
+            if idx.numel() == 0:
+                continue
+            outs, t_feats = teacher(self.to_network_range(lq[idx]), return_feats=True, feat_layers=self.feat_layers)
+            if restored is None:
+                restored = lq.new_zeros((lq.size(0), ) + outs[0].shape[1:])
+                feats = [f.new_zeros((lq.size(0), ) + f.shape[1:]) for f in t_feats]
+            restored[idx] = self.from_network_range(outs[0])
+            for buf, f in zip(feats, t_feats):
+                buf[idx] = f
+        return restored, feats
+
+    def compute_losses(self, current_iter):
+        """All KT loss terms for the fed batch (Eqs. 1, 3-6); returns (total, OrderedDict of terms)."""
+        output, s_feats = self._student(self.lq)
+        self.output = output
+        t_output, t_feats = self.teacher_targets(self.lq, self.labels)
+        loss_dict = OrderedDict()
+        l_total = 0
+        if self.cri_pix:
+            loss_dict['l_pix'] = self.cri_pix(output, t_output)
+            l_total = l_total + loss_dict['l_pix']
+        batch = self.lq.size(0)
+        if self.cri_image_cl:
+            negatives = self.lq.unsqueeze(0).expand(batch, *self.lq.shape)  # every anchor: the whole batch
+            loss_dict['l_cl_img'] = self.cri_image_cl(output, t_output, negatives)
+            l_total = l_total + loss_dict['l_cl_img']
+        if self.cri_feature_cl:
+            weight = decayed_weight(1.0, self.feature_cl_decay, self.epoch_of(current_iter))
+            other_type = self.labels.unsqueeze(1) != self.labels.unsqueeze(0)  # (B, B): j is a negative of i
+            l_feat = 0
+            for s_f, t_f in zip(s_feats, t_feats):
+                negatives = s_f.unsqueeze(0).expand(batch, *s_f.shape)
+                l_feat = l_feat + self.cri_feature_cl(s_f, t_f, negatives, neg_mask=other_type)
+            loss_dict['l_cl_feat'] = weight * l_feat
+            loss_dict['w_cl_feat'] = torch.tensor(weight * self.cri_feature_cl.loss_weight)
+            l_total = l_total + loss_dict['l_cl_feat']
+        return l_total, loss_dict
+
+    def optimize_parameters(self, current_iter):
+        self.optimizer_g.zero_grad()
+        l_total, loss_dict = self.compute_losses(current_iter)
+        l_total.backward()
+        self.optimizer_g.step()
+        loss_dict['l_total'] = l_total.detach()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
