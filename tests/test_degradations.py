@@ -22,6 +22,18 @@ def luminance(img):
     return img.mean(axis=2) if img.ndim == 3 else img
 
 
+def local_contrast(img, block=8):
+    """Mean over non-overlapping ``block x block`` windows of the luminance std (RMS contrast).
+
+    Haze scales local detail by ``t`` but adds a smooth depth-dependent veil, which can raise
+    the *global* std of a textured image; the local std isolates the loss of contrast.
+    """
+    y = luminance(img)
+    h, w = (y.shape[0] // block) * block, (y.shape[1] // block) * block
+    tiles = y[:h, :w].reshape(h // block, block, w // block, block)
+    return float(tiles.std(axis=(1, 3)).mean())
+
+
 def laplacian_energy(img):
     return float(np.mean(cv2.Laplacian(luminance(img).astype(np.float32), cv2.CV_32F)**2))
 
@@ -100,6 +112,9 @@ def test_haze_follows_scattering_model_exactly():
     out, params = D.add_haze(img, 0, beta_range=1.2, airlight_range=0.9, depth=depth, return_params=True)
     t = np.exp(-1.2 * depth)[:, :, None]
     np.testing.assert_allclose(out, img * t + 0.9 * (1 - t), atol=1e-6)
+    # homogeneous haze at a constant depth: the global luminance std shrinks by exactly t
+    flat = D.add_haze(img, 0, beta_range=1.0, airlight_range=0.9, depth=np.full(img.shape[:2], 0.8))
+    assert luminance(flat).std() == pytest.approx(np.exp(-0.8) * luminance(img).std(), rel=1e-4)
     assert params['beta'] == 1.2 and params['airlight'] == pytest.approx([0.9] * 3)
     # zero depth leaves the image untouched
     np.testing.assert_allclose(D.add_haze(img, 0, depth=np.zeros(img.shape[:2])), img, atol=1e-7)
@@ -110,15 +125,15 @@ def test_haze_lowers_contrast_and_moves_mean_towards_airlight(seed):
     img = textured_image()
     airlight = 0.95
     out = D.add_haze(img, seed, airlight_range=airlight)
-    assert luminance(out).std() < 0.85 * luminance(img).std()
+    assert local_contrast(out) < 0.85 * local_contrast(img)
     assert abs(out.mean() - airlight) < abs(img.mean() - airlight) - 0.05
     assert out.mean() > img.mean() + 0.05
 
 
 def test_real_haze_is_denser_than_synthetic():
     img = textured_image()
-    syn = np.mean([luminance(D.degrade(img, 'haze', s, domain='synthetic')).std() for s in range(8)])
-    real = np.mean([luminance(D.degrade(img, 'haze', s, domain='real')).std() for s in range(8)])
+    syn = np.mean([local_contrast(D.degrade(img, 'haze', s, domain='synthetic')) for s in range(8)])
+    real = np.mean([local_contrast(D.degrade(img, 'haze', s, domain='real')) for s in range(8)])
     assert real < 0.8 * syn
 
 
@@ -247,7 +262,7 @@ def test_blur_with_explicit_kernel():
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('sigma', [5.0, 15.0, 25.0, 50.0])
+@pytest.mark.parametrize('sigma', [5.0, 15.0, 25.0])
 def test_noise_std_matches_sigma(sigma):
     grey = np.full((256, 256, 3), 0.5, np.float32)
     out = D.add_gaussian_noise(grey, 0, sigma=sigma)
@@ -259,6 +274,14 @@ def test_noise_std_matches_sigma(sigma):
     shared = D.add_gaussian_noise(grey, 0, sigma=sigma, per_channel=False) - grey
     np.testing.assert_array_equal(shared[..., 0], shared[..., 1])
     assert shared.std() == pytest.approx(sigma / 255.0, rel=0.01)
+
+
+def test_noise_std_before_clipping_matches_large_sigma():
+    grey = np.full((256, 256, 3), 0.5, np.float32)
+    out, p = D.add_gaussian_noise(grey, 3, sigma=60.0, return_params=True)
+    assert p['noise'].std() == pytest.approx(60.0 / 255.0, rel=0.01)
+    np.testing.assert_array_equal(out, np.clip(grey + p['noise'], 0, 1))
+    assert (out - grey).std() < 60.0 / 255.0  # clipping shrinks it afterwards
 
 
 def test_noise_zero_sigma_and_range():
@@ -284,6 +307,7 @@ def test_noise_zero_sigma_and_range():
     (lambda img: D.add_haze(img, 0, depth=np.zeros((3, 3))), 'depth'),
     (lambda img: D.add_haze(img, 0, depth=-np.ones(img.shape[:2])), 'depth'),
     (lambda img: D.add_rain(img, 0, angle_range=(0, 120)), 'angle_range'),
+    (lambda img: D.add_rain(img, 0, transmission_range=1.0, depth=np.ones((2, 2))), 'depth'),
     (lambda img: D.add_rain(img, 0, n_layers=0), 'n_layers'),
     (lambda img: D.add_rain(img, 0, n_layers=1.5), 'n_layers'),
     (lambda img: D.add_rain(img, 0, density_range=(0.1, 0.5)), 'density_range'),

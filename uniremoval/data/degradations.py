@@ -384,8 +384,9 @@ def add_rain(img,
     "Deep joint rain detection and removal", CVPR 2017; Li et al., "Heavy rain image
     restoration", CVPR 2019). Each streak layer is made as in the usual Photoshop-style
     synthesis: seed pixels are drawn with probability ``density`` and brightness
-    U(0.6, 1), then blurred with a :func:`rain_streak_kernel` (scaled to peak 1) of random
-    length and width, and scaled by ``intensity``. All layers share one angle (one wind
+    U(0.6, 1) (on a canvas padded by the streak radius, so streaks also cross the borders),
+    then blurred with a :func:`rain_streak_kernel` (scaled to peak 1) of random length and
+    width, and scaled by ``intensity``. All layers share one angle (one wind
     direction). The veil follows depth like haze: ``T(x) = T_far ** d(x)``, i.e.
     ``exp(-beta d)`` with ``beta = -ln T_far``, using :func:`haze_depth_proxy` when no
     ``depth`` is given, so ``T`` is 1 at the nearest point and ``T_far`` at the farthest.
@@ -425,6 +426,8 @@ def add_rain(img,
     if not isinstance(symmetric_angle, (bool, np.bool_)):
         raise ValueError(f'symmetric_angle must be a bool; got {symmetric_angle!r}')
     h, w = img.shape[:2]
+    if depth is not None:
+        depth = _check_depth(depth, (h, w))
 
     angle = _uniform(rng, angle_range)
     if symmetric_angle and rng.random() < 0.5:
@@ -437,9 +440,13 @@ def add_rain(img,
         length = _uniform(rng, length_range)
         width = _uniform(rng, width_range)
         intensity = _uniform(rng, intensity_range)
-        seeds = (rng.random((h, w)) < density) * rng.uniform(0.6, 1.0, size=(h, w))
         kernel = rain_streak_kernel(length, angle, width)
-        layer = _filter(seeds.astype(np.float32), kernel / kernel.max())
+        # Seeds on a canvas padded by the kernel radius, so streaks also enter from outside
+        # the frame (a stationary rain field cut by the image borders).
+        pad = kernel.shape[0] // 2
+        hp, wp = h + 2 * pad, w + 2 * pad
+        seeds = ((rng.random((hp, wp)) < density) * rng.uniform(0.6, 1.0, size=(hp, wp))).astype(np.float32)
+        layer = _filter(seeds, kernel / kernel.max(), border=cv2.BORDER_CONSTANT)[pad:pad + h, pad:pad + w]
         streaks += intensity * np.clip(layer, 0.0, 1.0)
         drawn.append(dict(density=density, length=length, width=width, intensity=intensity))
     streaks = np.clip(streaks, 0.0, 1.0)
@@ -447,7 +454,7 @@ def add_rain(img,
     t_far = _uniform(rng, transmission_range)
     airlight = _uniform(rng, airlight_range)
     if t_far < 1.0:
-        depth = haze_depth_proxy((h, w), rng) if depth is None else _check_depth(depth, (h, w))
+        depth = haze_depth_proxy((h, w), rng) if depth is None else depth
         t = np.power(np.float32(max(t_far, 1e-6)), depth).astype(np.float32)
     else:
         t = np.ones((h, w), np.float32)
@@ -575,7 +582,8 @@ def add_gaussian_noise(img, rng, sigma=SYNTHETIC_SETTINGS['noise']['sigma'], per
         sigma: noise level in [0, 255] units, a number or a ``(low, high)`` range.
         per_channel: independent noise per channel (colour noise); if false one noise
             field is shared by all channels (luminance noise).
-        return_params: also return a dict with the drawn ``sigma``.
+        return_params: also return a dict with the drawn ``sigma`` and the unclipped
+            ``noise`` field.
 
     Returns:
         float32 noisy image in [0, 1] (and the params dict if ``return_params``).
@@ -587,7 +595,7 @@ def add_gaussian_noise(img, rng, sigma=SYNTHETIC_SETTINGS['noise']['sigma'], per
         raise ValueError(f'per_channel must be a bool; got {per_channel!r}')
     shape = img.shape if (per_channel or img.ndim == 2) else img.shape[:2] + (1, )
     noise = rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma / 255.0)
-    return _output(img + noise, dict(sigma=sigma), return_params)
+    return _output(img + noise, dict(sigma=sigma, noise=noise), return_params)
 
 
 # ----------------------------------------------------------------------------------------
