@@ -1,5 +1,4 @@
-"""Tests of ``datasets_prep/build_demo_data.py`` (tiny builds into tmp dirs)."""
-import importlib.util
+"""Tests of the demo-data builder ``uniremoval.data.demo_data`` (tiny builds into tmp dirs)."""
 import json
 import os
 from os import path as osp
@@ -14,15 +13,7 @@ SPLITS = ('train', 'val', 'real')
 TINY = dict(n_train=3, n_val=2, n_real=2, n_clear=3, train_size=48, val_size=64, real_size=64, progress=False)
 
 
-def _load_builder():
-    spec = importlib.util.spec_from_file_location('build_demo_data', osp.join(REPO, 'datasets_prep',
-                                                                             'build_demo_data.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-B = _load_builder()
+import uniremoval.data.demo_data as B  # noqa: E402  (datasets_prep/build_demo_data.py is its CLI)
 
 
 @pytest.fixture(scope='module')
