@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 KINDS = ('haze', 'rain', 'blur')
 SPLITS = ('train', 'val', 'real')
 TINY = dict(n_train=3, n_val=2, n_real=2, n_clear=3, train_size=48, val_size=64, real_size=64, progress=False)
