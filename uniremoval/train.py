@@ -160,7 +160,7 @@ def train_pipeline(args=None, root_path=None):
     logger.info(f'End of training. Time consumed: {consumed_time}')
     logger.info('Save the latest model.')
     model.save(epoch=-1, current_iter=-1)  # -1 stands for the latest
-    if opt.get('val') is not None:
+    if opt.get('val') is not None and current_iter % opt['val']['val_freq'] != 0:  # not just validated
         for val_loader in val_loaders:
             model.validation(val_loader, current_iter, tb_logger, opt['val'].get('save_img', False))
     if tb_logger:
