@@ -126,6 +126,8 @@ def train_pipeline(args=None, root_path=None):
     # here epochs run until total_iter is reached.
     while current_iter < total_iters:
         train_sampler.set_epoch(epoch)
+        if hasattr(train_loader.dataset, 'set_epoch'):  # e.g. MultiDegradationDataset's window over large sources
+            train_loader.dataset.set_epoch(epoch)
         prefetcher.reset()
         train_data = prefetcher.next()
         if train_data is None:
