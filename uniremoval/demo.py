@@ -65,8 +65,13 @@ def teacher_options(kind, data_root, iters, patch, batch):
     return opt
 
 
-def kt_options(data_root, teacher_ckpts, iters, patch, batch, temperature=None):
-    """The tiny KT config with demo-data paths and the given teacher checkpoints."""
+def kt_options(data_root, teacher_ckpts, iters, patch, batch, temperature=None, image_cl=True, feature_cl=True,
+               name=None):
+    """The tiny KT config with demo-data paths and the given teacher checkpoints.
+
+    ``temperature`` overrides both contrastive temperatures; ``image_cl`` / ``feature_cl`` False drop
+    those terms (the KT ablation).
+    """
     opt = load_option_file(osp.join(OPTIONS_DIR, 'kt_tiny.yml'))
     for phase in ('train', 'val'):
         for source in opt['datasets'][phase]['sources']:
@@ -77,8 +82,50 @@ def kt_options(data_root, teacher_ckpts, iters, patch, batch, temperature=None):
     if temperature is not None:
         for key in ('image_cl_opt', 'feature_cl_opt'):
             opt['train'][key]['temperature'] = temperature
+    for key, keep in (('image_cl_opt', image_cl), ('feature_cl_opt', feature_cl)):
+        if not keep:
+            del opt['train'][key]
+    if name:
+        opt['name'] = name
     _set_schedule(opt, iters, patch, batch)
     return opt
+
+
+# Uni-Removal's KT ablation at demo scale (Table VI of the paper ablates the loss terms): equal
+# iterations, same seed and data order; (label, temperature, image CL, feature CL).
+KT_ABLATION = (
+    ('L1 to teacher only', None, False, False),
+    ('+ image CL, t=1e-6', 1e-6, True, False),
+    ('+ image + feature CL, t=1e-6 (paper)', 1e-6, True, True),
+    ('+ image CL, t=0.1', 0.1, True, False),
+    ('+ image + feature CL, t=0.1', 0.1, True, True),
+)
+
+
+def evaluate_network(opt, checkpoint, data_root, split='val'):
+    """Per-type (PSNR, SSIM) of the network of ``opt`` loaded from ``checkpoint`` on a demo split."""
+    net = load_network(opt, checkpoint)
+    scores = {}
+    for kind in KINDS:
+        pairs = read_pairs(data_root, split, kind)
+        scores[kind] = psnr_ssim([(restore(net, lq), gt) for _, lq, gt in pairs])
+    return scores
+
+
+def run_kt_ablation(data_root, teacher_ckpts, out_dir, iters, patch, batch, paper_result=None):
+    """Train every KT_ABLATION variant (reusing ``paper_result`` for the paper's setting); returns rows."""
+    rows = []
+    for i, (label, temperature, image_cl, feature_cl) in enumerate(KT_ABLATION):
+        if paper_result is not None and temperature == 1e-6 and image_cl and feature_cl:
+            rows.append((label, paper_result))
+            continue
+        print(f'[demo] KT ablation {i + 1}/{len(KT_ABLATION)}: {label} ({iters} iterations)', flush=True)
+        opt = kt_options(data_root, teacher_ckpts, iters, patch, batch, temperature, image_cl, feature_cl,
+                         name=f'demo_kt_ablation_{i}')
+        train_pipeline(['-opt', _write_options(opt, osp.join(out_dir, 'options'))], root_path=out_dir)
+        ckpt = osp.join(out_dir, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
+        rows.append((label, evaluate_network(opt, ckpt, data_root)))
+    return rows
 
 
 def load_network(opt, checkpoint):
@@ -119,7 +166,7 @@ def save_grid(rows, path, labels):
 
 
 def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=250, kt_iters=250, patch=48, batch=8,
-             n_grid=3, seed=0):
+             n_grid=3, seed=0, kt_ablation=False):
     """Run the whole demo; returns the results dict that the report is written from."""
     t_start = time.time()
     out_dir, data_root = osp.abspath(out_dir), osp.abspath(data_root)
@@ -162,6 +209,9 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=25
         }
         grid = [[lq, t, s, gt] for (_, lq, gt), t, s in list(zip(pairs, by_teacher, by_student))[:n_grid]]
         save_grid(grid, osp.join(out_dir, f'grid_{kind}.png'), ['input', 'teacher', 'KT student', 'ground truth'])
+    if kt_ablation:
+        paper = {k: tuple(v['kt_student']) for k, v in results['types'].items()}
+        results['kt_ablation'] = run_kt_ablation(data_root, teacher_ckpts, out_dir, kt_iters, patch, batch, paper)
     results['minutes'] = (time.time() - t_start) / 60
     with open(osp.join(out_dir, 'results.json'), 'w', encoding='utf-8') as f:
         json.dump(results, f, indent=2)
@@ -189,6 +239,14 @@ def write_report(results, out_dir):
         'These ~100k-parameter networks trained for minutes show the pipeline working end to end, not the '
         "paper's numbers.", '',
         '## Restored images', '']
+    if results.get('kt_ablation'):
+        kinds = list(results['types'])
+        abl = ['| KT variant | ' + ' | '.join(kinds) + ' | mean PSNR |', '|---|' + '---|' * (len(kinds) + 1)]
+        for label, scores in results['kt_ablation']:
+            cells = [f'{scores[k][0]:.2f} / {scores[k][1]:.3f}' for k in kinds]
+            abl.append(f'| {label} | ' + ' | '.join(cells) + f" | {np.mean([scores[k][0] for k in kinds]):.2f} |")
+        text[-2:-2] = ['## Knowledge-transfer ablation (PSNR / SSIM of the student)', '',
+                       f"Equal iterations ({s['kt_iters']}), same seed and data order.", '', *abl, '']
     for kind in results['types']:
         text += [f'### {kind}', '', f'![{kind}](grid_{kind}.png)', '']
     with open(osp.join(out_dir, 'report.md'), 'w', encoding='utf-8') as f:
@@ -204,9 +262,12 @@ def main(argv=None):
     parser.add_argument('--patch', type=int, default=48)
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--kt-ablation', action='store_true',
+                        help='also train the KT loss/temperature ablation (4 more KT runs)')
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
-    run_demo(args.out, args.data, args.teacher_iters, args.kt_iters, args.patch, args.batch, seed=args.seed)
+    run_demo(args.out, args.data, args.teacher_iters, args.kt_iters, args.patch, args.batch, seed=args.seed,
+             kt_ablation=args.kt_ablation)
     print(f"[demo] report: {osp.join(osp.abspath(args.out), 'report.md')}")
     return 0
 

@@ -58,15 +58,22 @@ class SafeCheckpointMixin:
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
 
+# Metrics that score the restored image alone; the others need the ground truth (``img2``).
+NO_REFERENCE_METRICS = {'calculate_niqe', 'calculate_brisque', 'calculate_piqe'}
+
+
 class PerTypeValidationMixin:
     """Validation that reports every ``val.metrics`` entry per degradation type and their mean.
 
-    Samples carry their type name under ``degradation`` (``MultiDegradationDataset``); samples
-    without it count under the dataset's name. ``self.metric_results`` holds the means over types
-    (what BasicSR's best-metric tracking and ``basicsr test`` read) and
-    ``self.metric_results_per_type[type][metric]`` the per-type averages. Restored images are saved
-    under ``visualization/<type>/`` when ``save_img`` is set. Uni-Removal reports per-type PSNR/SSIM
-    (arXiv 2307.05075, Tables I-III).
+    Samples carry their type name under ``degradation`` (``MultiDegradationDataset``,
+    ``UnpairedDegradationDataset``); samples without it count under the dataset's name.
+    Full-reference metrics (PSNR, SSIM) are computed where a sample has ground truth and skipped
+    where it has none; no-reference metrics (:data:`NO_REFERENCE_METRICS`: NIQE, BRISQUE, PIQE)
+    are computed for every sample, so real test sets without ground truth validate too.
+    ``self.metric_results`` holds each metric's mean over the types that have it (what BasicSR's
+    best-metric tracking and ``basicsr test`` read) and ``self.metric_results_per_type[type][metric]``
+    the per-type averages. Restored images are saved under ``visualization/<type>/`` when
+    ``save_img`` is set. Uni-Removal reports per-type scores (arXiv 2307.05075, Tables I-V).
     """
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
@@ -87,12 +94,16 @@ class PerTypeValidationMixin:
                 if save_img:
                     suffix = current_iter if self.opt['is_train'] else (self.opt['val'].get('suffix') or self.opt['name'])
                     imwrite(sr_img, osp.join(self.opt['path']['visualization'], kind, f'{img_name}_{suffix}.png'))
-                if metrics_opt and gts is not None:
-                    data = {'img': sr_img, 'img2': tensor2img([gts[i:i + 1]])}
-                    sums.setdefault(kind, {m: 0.0 for m in metrics_opt})
-                    counts[kind] = counts.get(kind, 0) + 1
-                    for name, opt_ in metrics_opt.items():
-                        sums[kind][name] += float(calculate_metric(data, opt_))
+                data = {'img': sr_img}
+                if gts is not None:
+                    data['img2'] = tensor2img([gts[i:i + 1]])
+                for name, opt_ in metrics_opt.items():
+                    if opt_['type'] not in NO_REFERENCE_METRICS and 'img2' not in data:
+                        continue
+                    sums.setdefault(kind, {}).setdefault(name, 0.0)
+                    counts.setdefault(kind, {}).setdefault(name, 0)
+                    sums[kind][name] += float(calculate_metric(data, opt_))
+                    counts[kind][name] += 1
             for attr in ('lq', 'gt', 'output'):
                 if hasattr(self, attr):
                     delattr(self, attr)
@@ -102,9 +113,13 @@ class PerTypeValidationMixin:
             pbar.close()
         if not sums:
             return
-        self.metric_results_per_type = {k: {m: v / counts[k] for m, v in s.items()} for k, s in sums.items()}
-        self.metric_results = {m: float(np.mean([r[m] for r in self.metric_results_per_type.values()]))
-                               for m in metrics_opt}
+        self.metric_results_per_type = {
+            kind: {m: total / counts[kind][m] for m, total in by_metric.items()} for kind, by_metric in sums.items()}
+        self.metric_results = {}
+        for metric in metrics_opt:
+            values = [r[metric] for r in self.metric_results_per_type.values() if metric in r]
+            if values:
+                self.metric_results[metric] = float(np.mean(values))
         self._initialize_best_metric_results(dataset_name)
         for metric, value in self.metric_results.items():
             self._update_best_metric_result(dataset_name, metric, value, current_iter)

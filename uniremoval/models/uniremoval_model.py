@@ -1,4 +1,4 @@
-"""Uni-Removal's training stages as BasicSR models (arXiv 2307.05075, §III-B, §III-D).
+"""Uni-Removal's training stages as BasicSR models (arXiv 2307.05075, §III-B, §III-C, §III-D).
 
 :class:`UniRemovalKTModel` is the knowledge-transfer stage: k frozen teachers (one MPRNet per
 degradation type) distil into one student MPRNet with
@@ -19,6 +19,25 @@ degradation type) distil into one student MPRNet with
 The weights lambda_i, lambda_f are the losses' ``loss_weight`` options (0.5 and 0.1 in the paper).
 Teachers run in eval mode without autograd and are never optimised or saved with the student.
 Validation reports PSNR/SSIM per degradation type and their mean.
+
+:class:`UniRemovalDAModel` is the domain-adaptation stage: the KT student is fine-tuned on unpaired
+real degraded images (k labelled types) and real clear images, against a discriminator, with
+
+    L_DA = lambda_adv * L_adv + lambda_idt * L_idt + lambda_i * L_EXCL^img + lambda_f(epoch) * L_EXCL^feat
+                                                                              (Eqs. 7-13)
+
+* ``L_adv`` (Eq. 7, ``train.gan_opt``, BasicSR's ``GANLoss``): the discriminator tells restored real
+  degraded images from real clear images; the student tries to fool it.
+* ``L_idt`` (Eq. 8, ``train.identity_opt``): the student leaves real clear images unchanged (§III-C).
+* ``L_EXCL^img`` (Eq. 11, ``train.image_cl_opt``, extended loss of Eq. 9 in VGG-19 space): anchor the
+  restored real degraded image, positives the batch's restored real clear images, negatives the
+  batch's real degraded inputs of *other* types.
+* ``L_EXCL^feat`` (Eq. 10, ``train.feature_cl_opt``): anchor the degraded image's intermediate
+  features, positives the clear images' features, negatives the features of the batch's degraded
+  images of other types; its weight decays x ``train.feature_cl_decay`` per epoch.
+
+The positives (the student's outputs/features on clear images) are targets: they are detached, so
+the extended losses move the degraded branch toward the clear domain and not the reverse.
 """
 from collections import OrderedDict
 from copy import deepcopy
@@ -28,6 +47,7 @@ import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
+from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from uniremoval.models.model_mixins import PerTypeValidationMixin, SafeCheckpointMixin
@@ -39,8 +59,37 @@ def decayed_weight(base, decay, epoch):
     return base * decay**epoch
 
 
+class FeatureDecayMixin:
+    """Per-epoch decay of a feature-grained loss weight (§III-B, §III-C: lambda_f x 0.99 per epoch)."""
+
+    def _init_feature_decay(self, train_opt):
+        self.feature_cl_decay = float(train_opt.get('feature_cl_decay', 1.0))
+        self.iters_per_epoch = train_opt.get('iters_per_epoch')
+        if train_opt.get('feature_cl_opt') and self.feature_cl_decay != 1.0 and not self.iters_per_epoch:
+            raise ValueError('train:feature_cl_decay needs train:iters_per_epoch (basicsr train sets it from the '
+                             'train loader)')
+
+    def epoch_of(self, current_iter):
+        """0-based epoch of a 1-based iteration, from ``train.iters_per_epoch``."""
+        return (current_iter - 1) // self.iters_per_epoch if self.iters_per_epoch else 0
+
+    def feature_weight(self, current_iter):
+        return decayed_weight(1.0, self.feature_cl_decay, self.epoch_of(current_iter))
+
+
+def other_type_mask(labels):
+    """(B, B) bool: entry (i, j) is True where sample j has another degradation type than sample i."""
+    return labels.unsqueeze(1) != labels.unsqueeze(0)
+
+
+def batch_as_set(x):
+    """Expand (B, ...) to a (B, B, ...) view: every anchor sees the whole batch (no copy)."""
+    return x.unsqueeze(0).expand(x.size(0), *x.shape)
+
+
 @MODEL_REGISTRY.register()
-class UniRemovalKTModel(StagedRestorationMixin, PerTypeValidationMixin, SafeCheckpointMixin, SRModel):
+class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValidationMixin, SafeCheckpointMixin,
+                        SRModel):
     """Knowledge-transfer stage of Uni-Removal (see module docstring).
 
     Options beyond ``SRModel``'s::
@@ -93,16 +142,8 @@ class UniRemovalKTModel(StagedRestorationMixin, PerTypeValidationMixin, SafeChec
             if train_opt.get('image_cl_opt') else None
         self.cri_feature_cl = build_loss(train_opt['feature_cl_opt']).to(self.device) \
             if train_opt.get('feature_cl_opt') else None
-        self.feature_cl_decay = float(train_opt.get('feature_cl_decay', 1.0))
-        self.iters_per_epoch = train_opt.get('iters_per_epoch')
-        if self.cri_feature_cl is not None and self.feature_cl_decay != 1.0 and not self.iters_per_epoch:
-            raise ValueError('train:feature_cl_decay needs train:iters_per_epoch (basicsr train sets it from the '
-                             'train loader)')
+        self._init_feature_decay(train_opt)
         super().init_training_settings()  # pixel_opt (Eq. 1), optimizers, schedulers
-
-    def epoch_of(self, current_iter):
-        """0-based epoch of a 1-based iteration, from ``train.iters_per_epoch``."""
-        return (current_iter - 1) // self.iters_per_epoch if self.iters_per_epoch else 0
 
     # ------------------------------------------------------------------ training
     def feed_data(self, data):
@@ -146,18 +187,15 @@ class UniRemovalKTModel(StagedRestorationMixin, PerTypeValidationMixin, SafeChec
         if self.cri_pix:
             loss_dict['l_pix'] = self.cri_pix(output, t_output)
             l_total = l_total + loss_dict['l_pix']
-        batch = self.lq.size(0)
         if self.cri_image_cl:
-            negatives = self.lq.unsqueeze(0).expand(batch, *self.lq.shape)  # every anchor: the whole batch
-            loss_dict['l_cl_img'] = self.cri_image_cl(output, t_output, negatives)
+            loss_dict['l_cl_img'] = self.cri_image_cl(output, t_output, batch_as_set(self.lq))
             l_total = l_total + loss_dict['l_cl_img']
         if self.cri_feature_cl:
-            weight = decayed_weight(1.0, self.feature_cl_decay, self.epoch_of(current_iter))
-            other_type = self.labels.unsqueeze(1) != self.labels.unsqueeze(0)  # (B, B): j is a negative of i
+            weight = self.feature_weight(current_iter)
+            other_type = other_type_mask(self.labels)
             l_feat = 0
             for s_f, t_f in zip(s_feats, t_feats):
-                negatives = s_f.unsqueeze(0).expand(batch, *s_f.shape)
-                l_feat = l_feat + self.cri_feature_cl(s_f, t_f, negatives, neg_mask=other_type)
+                l_feat = l_feat + self.cri_feature_cl(s_f, t_f, batch_as_set(s_f), neg_mask=other_type)
             loss_dict['l_cl_feat'] = weight * l_feat
             loss_dict['w_cl_feat'] = torch.tensor(weight * self.cri_feature_cl.loss_weight)
             l_total = l_total + loss_dict['l_cl_feat']
@@ -169,6 +207,118 @@ class UniRemovalKTModel(StagedRestorationMixin, PerTypeValidationMixin, SafeChec
         l_total.backward()
         self.optimizer_g.step()
         loss_dict['l_total'] = l_total.detach()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+
+
+@MODEL_REGISTRY.register()
+class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValidationMixin, SafeCheckpointMixin,
+                        SRGANModel):
+    """Domain-adaptation stage of Uni-Removal (see module docstring).
+
+    BasicSR's ``SRGANModel`` provides the discriminator ``network_d``, ``optim_d``, ``gan_opt``,
+    ``net_d_iters`` / ``net_d_init_iters`` and saving of both networks; the student starts from the
+    KT checkpoint given as ``path.pretrain_network_g``. Options beyond those::
+
+        feat_layers: [orsnet]
+        train:
+          identity_opt: {type: L1Loss, loss_weight: 0.1}
+          image_cl_opt: {type: ExtendedImageContrastiveLoss, loss_weight: 0.5, temperature: 1.0e-6}
+          feature_cl_opt: {type: ExtendedContrastiveLoss, loss_weight: 0.1, temperature: 1.0e-6}
+          feature_cl_decay: 0.99
+
+    Batches come from ``UnpairedDegradationDataset``: ``lq`` (real degraded), ``clear`` (real clear,
+    independently drawn), ``label``; ``gt`` where the degraded set has ground truth (validation).
+    """
+
+    def __init__(self, opt):
+        self.opt = opt
+        self._init_pixel_range()
+        self.feat_layers = tuple(opt.get('feat_layers') or ('orsnet',))
+        super().__init__(opt)
+
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        for key in ('identity_opt', 'image_cl_opt', 'feature_cl_opt'):
+            setattr(self, 'cri_' + key[:-4], build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None)
+        self._init_feature_decay(train_opt)
+        super().init_training_settings()  # net_d, gan_opt, optimizers, schedulers
+        if self.cri_gan is None:
+            raise ValueError('UniRemovalDAModel needs train:gan_opt (the adversarial loss of Eq. 7)')
+
+    def feed_data(self, data):
+        self.lq = data['lq'].to(self.device)
+        self.gt = data['gt'].to(self.device) if 'gt' in data else None
+        if self.gt is None:
+            del self.gt
+        self.clear = data['clear'].to(self.device) if 'clear' in data else None
+        self.labels = data['label'].to(self.device).long() if 'label' in data else None
+
+    def _student(self, img):
+        outputs, feats = self.net_g(self.to_network_range(img), return_feats=True, feat_layers=self.feat_layers)
+        return self.from_network_range(outputs[0]), feats
+
+    def generator_losses(self, current_iter):
+        """All student loss terms for the fed batch (Eqs. 7-13); returns (total, OrderedDict of terms)."""
+        if self.clear is None or self.labels is None:
+            raise ValueError('UniRemovalDAModel trains on batches with clear and label (UnpairedDegradationDataset)')
+        restored, deg_feats = self._student(self.lq)
+        clear_out, clear_feats = self._student(self.clear)
+        self.output = restored
+        other_type = other_type_mask(self.labels)
+        loss_dict = OrderedDict()
+        loss_dict['l_g_gan'] = self.cri_gan(self.net_d(restored), True, is_disc=False)
+        if self.cri_identity:
+            loss_dict['l_idt'] = self.cri_identity(clear_out, self.clear)
+        if self.cri_image_cl:
+            loss_dict['l_excl_img'] = self.cri_image_cl(
+                restored, batch_as_set(clear_out.detach()), batch_as_set(self.lq), neg_mask=other_type)
+        if self.cri_feature_cl:
+            weight = self.feature_weight(current_iter)
+            l_feat = 0
+            for d_f, c_f in zip(deg_feats, clear_feats):
+                l_feat = l_feat + self.cri_feature_cl(d_f, batch_as_set(c_f.detach()), batch_as_set(d_f),
+                                                      neg_mask=other_type)
+            loss_dict['l_excl_feat'] = weight * l_feat
+            loss_dict['w_excl_feat'] = torch.tensor(weight * self.cri_feature_cl.loss_weight)
+        l_total = sum(v for k, v in loss_dict.items() if not k.startswith('w_'))
+        return l_total, loss_dict
+
+    def generator_step(self, current_iter):
+        """One student update with the discriminator frozen; returns its logged terms."""
+        self.net_d.requires_grad_(False)
+        self.optimizer_g.zero_grad()
+        l_total, loss_dict = self.generator_losses(current_iter)
+        l_total.backward()
+        self.optimizer_g.step()
+        loss_dict['l_g_total'] = l_total.detach()
+        return loss_dict
+
+    def discriminator_step(self):
+        """One discriminator update: real clear images are real, restored degraded images fake."""
+        self.net_d.requires_grad_(True)
+        self.optimizer_d.zero_grad()
+        if not hasattr(self, 'output'):
+            with torch.no_grad():
+                self.output = self._student(self.lq)[0]
+        real_d_pred = self.net_d(self.clear)
+        l_d_real = self.cri_gan(real_d_pred, True, is_disc=True)
+        fake_d_pred = self.net_d(self.output.detach())
+        l_d_fake = self.cri_gan(fake_d_pred, False, is_disc=True)
+        (l_d_real + l_d_fake).backward()
+        self.optimizer_d.step()
+        return OrderedDict(l_d_real=l_d_real, l_d_fake=l_d_fake, out_d_real=real_d_pred.detach().mean(),
+                           out_d_fake=fake_d_pred.detach().mean())
+
+    def optimize_parameters(self, current_iter):
+        loss_dict = OrderedDict()
+        if hasattr(self, 'output'):
+            del self.output
+        if current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters:
+            loss_dict.update(self.generator_step(current_iter))
+        loss_dict.update(self.discriminator_step())
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
