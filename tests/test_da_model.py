@@ -1,0 +1,112 @@
+"""Domain-adaptation model (Uni-Removal §III-C): G/D steps, identity loss, extended contrastive terms."""
+from os import path as osp
+
+import pytest
+import torch
+
+from basicsr.archs import build_network
+from basicsr.models import build_model
+from conftest import REPO
+from uniremoval.options import parse_options
+
+DA_TINY = osp.join(REPO, 'options', 'demo', 'da_tiny.yml')
+
+
+@pytest.fixture
+def da_model(tmp_path):
+    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True)
+    torch.manual_seed(7)
+    ckpt = tmp_path / 'kt_student.pth'
+    torch.save({'params': build_network(dict(opt['network_g'])).state_dict()}, ckpt)
+    opt['path']['pretrain_network_g'] = str(ckpt)
+    opt['train']['iters_per_epoch'] = 4
+    torch.manual_seed(0)
+    return build_model(opt)
+
+
+def _batch(labels, seed=0, size=16):
+    g = torch.Generator().manual_seed(seed)
+    n = len(labels)
+    return {'lq': torch.rand(n, 3, size, size, generator=g), 'clear': torch.rand(n, 3, size, size, generator=g),
+            'label': torch.tensor(labels)}
+
+
+def _params(net):
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def _changed(before, net):
+    return [not torch.equal(b, p) for b, p in zip(before, net.parameters())]
+
+
+def test_student_starts_from_the_kt_checkpoint(da_model, tmp_path):
+    saved = torch.load(tmp_path / 'kt_student.pth', weights_only=True)['params']
+    assert all(torch.equal(v, da_model.net_g.state_dict()[k]) for k, v in saved.items())
+
+
+def test_generator_step_changes_only_the_student(da_model):
+    da_model.feed_data(_batch([0, 1, 2, 0]))
+    g0, d0 = _params(da_model.net_g), _params(da_model.net_d)
+    logs = da_model.generator_step(1)
+    assert any(_changed(g0, da_model.net_g)) and not any(_changed(d0, da_model.net_d))
+    for key in ('l_g_gan', 'l_idt', 'l_excl_img', 'l_excl_feat', 'w_excl_feat', 'l_g_total'):
+        assert torch.isfinite(torch.as_tensor(logs[key])), key
+
+
+def test_discriminator_step_changes_only_the_discriminator(da_model):
+    da_model.feed_data(_batch([0, 1, 2, 0]))
+    g0, d0 = _params(da_model.net_g), _params(da_model.net_d)
+    logs = da_model.discriminator_step()
+    assert all(not c for c in _changed(g0, da_model.net_g)) and any(_changed(d0, da_model.net_d))
+    assert torch.isfinite(logs['l_d_real']) and torch.isfinite(logs['l_d_fake'])
+
+
+def test_optimize_parameters_alternates_and_logs_every_term(da_model):
+    da_model.feed_data(_batch([0, 1, 2, 1]))
+    da_model.optimize_parameters(1)
+    assert {'l_g_gan', 'l_idt', 'l_excl_img', 'l_excl_feat', 'l_g_total', 'l_d_real', 'l_d_fake'} <= set(
+        da_model.log_dict)
+    da_model.net_d_init_iters = 5  # before net_d_init_iters only the discriminator learns
+    g0 = _params(da_model.net_g)
+    da_model.optimize_parameters(2)
+    assert not any(_changed(g0, da_model.net_g)) and 'l_g_gan' not in da_model.log_dict
+
+
+def test_identity_loss_is_zero_for_an_identity_network(da_model):
+    with torch.no_grad():  # MPRNet with all weights zero returns its input exactly (residual output)
+        for p in da_model.net_g.parameters():
+            p.zero_()
+    batch = _batch([0, 1, 2])
+    da_model.feed_data(batch)
+    _, terms = da_model.generator_losses(1)
+    assert terms['l_idt'].item() == 0.0
+    assert torch.equal(da_model.output, batch['lq'])
+
+
+def test_extended_contrastive_terms_use_clear_positives_and_other_type_negatives(da_model, monkeypatch):
+    seen = {}
+    for name in ('cri_image_cl', 'cri_feature_cl'):
+        cri = getattr(da_model, name)
+        original = cri.forward
+
+        def spy(anchor, positives, negatives, pos_mask=None, neg_mask=None, _name=name, _orig=original):
+            seen[_name] = dict(pos=positives, neg=negatives, mask=neg_mask)
+            return _orig(anchor, positives, negatives, pos_mask=pos_mask, neg_mask=neg_mask)
+
+        monkeypatch.setattr(cri, 'forward', spy)
+    batch = _batch([0, 0, 1])
+    da_model.feed_data(batch)
+    da_model.generator_losses(1)
+    expected_mask = torch.tensor([[False, False, True], [False, False, True], [True, True, False]])
+    img = seen['cri_image_cl']
+    assert img['pos'].shape[:2] == (3, 3) and not img['pos'].requires_grad  # restored clear images, detached
+    assert torch.equal(img['neg'][1], batch['lq']) and torch.equal(img['mask'], expected_mask)
+    feat = seen['cri_feature_cl']
+    assert feat['pos'].shape[:2] == (3, 3) and not feat['pos'].requires_grad
+    assert feat['neg'].requires_grad and torch.equal(feat['mask'], expected_mask)
+
+
+def test_feature_weight_decays_per_epoch(da_model):
+    da_model.feed_data(_batch([0, 1, 2]))
+    assert da_model.generator_step(1)['w_excl_feat'].item() == pytest.approx(0.1)
+    assert da_model.generator_step(9)['w_excl_feat'].item() == pytest.approx(0.1 * 0.99**2)  # epoch 2 of 4 iters
