@@ -21,7 +21,7 @@ $(STAMP): $(VPY) setup.py requirements.txt
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel
 	$(VPY) -m pip install -q $(TORCH_PKGS)
 	$(VPY) -m pip install -q --no-build-isolation basicsr==1.4.2
-	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -m pip install -q -e '.[test,demo]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -34,7 +34,11 @@ setup(
     packages=find_packages(include=['uniremoval', 'uniremoval.*']),
     include_package_data=True,
     install_requires=read_requirements(),
-    extras_require={'test': ['pytest>=7']},
+    extras_require={
+        'test': ['pytest>=7'],
+        # the demo's loss curves, and more bundled photos for the demo data
+        'demo': ['matplotlib>=3.7', 'scikit-learn>=1.3'],
+    },
     entry_points={
         'console_scripts': [
             'basicsr = uniremoval.cli:main',

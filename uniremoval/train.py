@@ -75,13 +75,15 @@ def _make_prefetcher(opt, train_loader, logger):
     raise ValueError(f"datasets:train:prefetch_mode must be ~, 'cpu' or 'cuda', got {prefetch_mode!r}")
 
 
-def train_pipeline(args=None, root_path=None):
+def train_pipeline(args=None, root_path=None, on_log=None):
     """Train the model described by the option file given in ``args`` (BasicSR flags).
 
     Args:
         args (list[str] | None): command-line arguments, e.g. ``['-opt', 'options/kt.yml']``;
             default ``sys.argv[1:]``.
         root_path (str | None): where ``experiments/`` and ``tb_logger/`` go; default the working directory.
+        on_log (callable | None): called with the logged values (``{'epoch', 'iter', 'lrs', 'time',
+            'data_time', <loss terms>}``) every ``logger.print_freq`` iterations, e.g. to draw curves.
 
     Returns:
         BaseModel: the trained model (its networks hold the final weights).
@@ -146,6 +148,8 @@ def train_pipeline(args=None, root_path=None):
                 log_vars = {'epoch': epoch, 'iter': current_iter, 'lrs': model.get_current_learning_rate(),
                             'time': iter_timer.get_avg_time(), 'data_time': data_timer.get_avg_time()}
                 log_vars.update(model.get_current_log())
+                if on_log is not None:
+                    on_log(dict(log_vars))
                 msg_logger(log_vars)
             if current_iter % opt['logger']['save_checkpoint_freq'] == 0:
                 logger.info('Saving models and training states.')
