@@ -110,3 +110,46 @@ def test_feature_weight_decays_per_epoch(da_model):
     da_model.feed_data(_batch([0, 1, 2]))
     assert da_model.generator_step(1)['w_excl_feat'].item() == pytest.approx(0.1)
     assert da_model.generator_step(9)['w_excl_feat'].item() == pytest.approx(0.1 * 0.99**2)  # epoch 2 of 4 iters
+
+
+def test_tiny_da_run_writes_checkpoints_resumes_and_scores_per_type(tmp_path):
+    """basicsr train on UnpairedDegradationDataset: checkpoints of G and D, auto-resume, per-type metrics
+    (PSNR/SSIM only where ground truth exists, NIQE everywhere)."""
+    import os
+    import yaml
+    from conftest import run_cli, write_pairs
+    from uniremoval.options import load_option_file
+    opt = load_option_file(DA_TINY)
+    sources_train, sources_val = [], []
+    for i, kind in enumerate(('haze', 'rain')):
+        gt_dir, lq_dir = write_pairs(str(tmp_path / "real" / kind), 3, seed=10 + i, size=192)
+        sources_train.append({'name': kind, 'dataroot_lq': lq_dir})
+        sources_val.append({'name': kind, 'dataroot_lq': lq_dir, **({'dataroot_gt': gt_dir} if kind == 'rain' else {})})
+    clear_dir, _ = write_pairs(str(tmp_path / "clear"), 4, seed=20, size=64)
+    torch.manual_seed(3)
+    kt = tmp_path / 'kt.pth'
+    torch.save({'params': build_network(dict(opt['network_g'])).state_dict()}, kt)
+    opt['datasets']['train'].update(sources=sources_train, dataroot_clear=clear_dir, batch_size_per_gpu=4)
+    opt['datasets']['val'].update(sources=sources_val)
+    opt['path']['pretrain_network_g'] = str(kt)
+    opt['train']['total_iter'] = 2
+    opt['val']['val_freq'] = 2
+    opt['logger']['save_checkpoint_freq'] = 2
+    opt_path = tmp_path / 'da.yml'
+    opt_path.write_text(yaml.safe_dump(opt, sort_keys=False))
+
+    first = run_cli(['train', '-opt', str(opt_path)], cwd=tmp_path)
+    out = first.stdout + first.stderr
+    assert first.returncode == 0, out[-3000:]
+    models = tmp_path / 'experiments' / 'demo_da_tiny' / 'models'
+    assert {'net_g_2.pth', 'net_d_2.pth', 'net_g_latest.pth', 'net_d_latest.pth'} <= set(os.listdir(models))
+    assert '[haze] niqe:' in out and '[rain] psnr:' in out and '[haze] psnr' not in out
+
+    second = run_cli(['train', '-opt', str(opt_path), '--auto_resume', '--force_yml', 'train:total_iter=4',
+                      'val:val_freq=4', 'logger:save_checkpoint_freq=4'], cwd=tmp_path)
+    out = second.stdout + second.stderr
+    assert second.returncode == 0, out[-3000:]
+    assert 'iter: 2.' in out and 'Set pretrain_network_d to' in out
+    state = torch.load(tmp_path / 'experiments' / 'demo_da_tiny' / 'training_states' / '4.state', weights_only=True)
+    assert state['iter'] == 4 and len(state['optimizers']) == 2
+    assert {int(s['step']) for s in state['optimizers'][1]['state'].values()} == {4}  # D: 2 restored + 2 new steps
