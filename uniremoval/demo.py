@@ -1,19 +1,22 @@
-"""``make demo`` / ``python -m uniremoval.demo``: Uni-Removal's pipeline at toy scale on CPU.
+"""``make demo`` / ``python -m uniremoval.demo``: Uni-Removal's whole pipeline at toy scale on CPU.
 
-1. builds the embedded haze/rain/blur dataset (:mod:`uniremoval.data.demo_data`, photos that ship
-   with scikit-image, scikit-learn and matplotlib; nothing is downloaded);
-2. trains one tiny MPRNet teacher per degradation type with ``basicsr train``'s pipeline
-   (``options/demo/train_teacher_tiny.yml``);
-3. distils the three teachers into one student with the knowledge-transfer stage
-   (``options/demo/kt_tiny.yml``, §III-B of arXiv 2307.05075);
-4. evaluates every stage on the validation split (PSNR/SSIM per type: the degraded input, each
-   teacher on its own type, the KT student), saves input/output/ground-truth grids and writes
-   ``<out>/report.md``.
+1. builds the embedded haze/rain/blur dataset (:mod:`uniremoval.data.demo_data`: photos that ship
+   with scikit-image, scikit-learn and matplotlib, nothing is downloaded), with a synthetic
+   train/val split and an unpaired "real" split made with *different* degradation settings;
+2. trains one tiny MPRNet teacher per degradation type (``options/demo/train_teacher_tiny.yml``);
+3. knowledge transfer: distils the three teachers into one student
+   (``options/demo/kt_tiny.yml``, arXiv 2307.05075 §III-B);
+4. domain adaptation: fine-tunes the student on the unpaired real split
+   (``options/demo/da_tiny.yml``, §III-C), its ground truth kept aside for scoring only;
+5. evaluates every stage (PSNR/SSIM per type on the synthetic val split and on the real split,
+   no-reference scores on the real split), saves image grids and loss curves, and writes
+   ``<out>/report.md`` and ``<out>/report.html``.
 
-The numbers show the pipeline working end to end on ~100k-parameter networks trained for minutes;
-they are not the paper's (see the README).
+``--kt-ablation`` / ``--da-ablation`` also train the loss ablations of both stages. The numbers show
+the pipeline working end to end on ~100k-parameter networks trained for minutes, not the paper's.
 """
 import argparse
+import html
 import json
 import os
 import sys
@@ -29,14 +32,34 @@ import uniremoval  # noqa: F401  (compat shim + registration)
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
+from basicsr.utils.registry import METRIC_REGISTRY
 from uniremoval.data.demo_data import KINDS, build_demo_data
 from uniremoval.options import load_option_file
 from uniremoval.train import train_pipeline
 from uniremoval.utils.checkpoint import load_state_dict_file
 
 OPTIONS_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options', 'demo')
+# No-reference metrics reported on the real split, if registered (lower is better for both).
+NO_REFERENCE = (('piqe', 'calculate_piqe'), ('brisque', 'calculate_brisque'))
+
+# Loss ablations at demo scale: equal iterations, same seed and data order.
+# KT (§III-B): (label, temperature, image CL, feature CL).
+KT_ABLATION = (
+    ('L1 to teacher only', None, False, False),
+    ('+ image CL, t=1e-6', 1e-6, True, False),
+    ('+ image + feature CL, t=1e-6 (paper)', 1e-6, True, True),
+    ('+ image CL, t=0.1', 0.1, True, False),
+    ('+ image + feature CL, t=0.1', 0.1, True, True),
+)
+# DA (§III-C): (label, image EX-CL, feature EX-CL); adversarial and identity losses always on.
+DA_ABLATION = (
+    ('+ adversarial + identity', False, False),
+    ('+ image EX-CL', True, False),
+    ('+ image + feature EX-CL (paper)', True, True),
+)
 
 
+# ----------------------------------------------------------------------------- option files
 def _write_options(opt, folder):
     os.makedirs(folder, exist_ok=True)
     path = osp.join(folder, f"{opt['name']}.yml")
@@ -48,9 +71,20 @@ def _write_options(opt, folder):
 def _set_schedule(opt, iters, patch, batch):
     opt['datasets']['train'].update(gt_size=patch, batch_size_per_gpu=batch)
     opt['train']['total_iter'] = iters
-    opt['train']['scheduler']['periods'] = [iters]
+    scheduler = opt['train']['scheduler']
+    if 'periods' in scheduler:
+        scheduler['periods'] = [iters]
     opt['val']['val_freq'] = iters
-    opt['logger'].update(save_checkpoint_freq=iters, print_freq=max(1, iters // 10))
+    opt['logger'].update(save_checkpoint_freq=iters, print_freq=max(1, iters // 25))
+
+
+def _set_terms(opt, image_cl, feature_cl, temperature=None):
+    if temperature is not None:
+        for key in ('image_cl_opt', 'feature_cl_opt'):
+            opt['train'][key]['temperature'] = temperature
+    for key, keep in (('image_cl_opt', image_cl), ('feature_cl_opt', feature_cl)):
+        if not keep:
+            del opt['train'][key]
 
 
 def teacher_options(kind, data_root, iters, patch, batch):
@@ -67,11 +101,7 @@ def teacher_options(kind, data_root, iters, patch, batch):
 
 def kt_options(data_root, teacher_ckpts, iters, patch, batch, temperature=None, image_cl=True, feature_cl=True,
                name=None):
-    """The tiny KT config with demo-data paths and the given teacher checkpoints.
-
-    ``temperature`` overrides both contrastive temperatures; ``image_cl`` / ``feature_cl`` False drop
-    those terms (the KT ablation).
-    """
+    """The tiny KT config with demo-data paths and teacher checkpoints; the arguments select ablations."""
     opt = load_option_file(osp.join(OPTIONS_DIR, 'kt_tiny.yml'))
     for phase in ('train', 'val'):
         for source in opt['datasets'][phase]['sources']:
@@ -79,55 +109,37 @@ def kt_options(data_root, teacher_ckpts, iters, patch, batch, temperature=None, 
             source['dataroot_lq'] = osp.join(data_root, phase, source['name'], 'lq')
     for teacher in opt['teachers']:
         teacher['pretrain_path'] = teacher_ckpts[teacher['name']]
-    if temperature is not None:
-        for key in ('image_cl_opt', 'feature_cl_opt'):
-            opt['train'][key]['temperature'] = temperature
-    for key, keep in (('image_cl_opt', image_cl), ('feature_cl_opt', feature_cl)):
-        if not keep:
-            del opt['train'][key]
-    if name:
-        opt['name'] = name
+    _set_terms(opt, image_cl, feature_cl, temperature)
+    opt['name'] = name or opt['name']
     _set_schedule(opt, iters, patch, batch)
     return opt
 
 
-# Uni-Removal's KT ablation at demo scale (Table VI of the paper ablates the loss terms): equal
-# iterations, same seed and data order; (label, temperature, image CL, feature CL).
-KT_ABLATION = (
-    ('L1 to teacher only', None, False, False),
-    ('+ image CL, t=1e-6', 1e-6, True, False),
-    ('+ image + feature CL, t=1e-6 (paper)', 1e-6, True, True),
-    ('+ image CL, t=0.1', 0.1, True, False),
-    ('+ image + feature CL, t=0.1', 0.1, True, True),
-)
+def da_options(data_root, student_ckpt, iters, patch, batch, image_cl=True, feature_cl=True, name=None):
+    """The tiny DA config on the demo's real split (ground truth for scoring only), from ``student_ckpt``."""
+    opt = load_option_file(osp.join(OPTIONS_DIR, 'da_tiny.yml'))
+    real = osp.join(data_root, 'real')
+    opt['datasets']['train']['sources'] = [{'name': k, 'dataroot_lq': osp.join(real, k, 'lq')} for k in KINDS]
+    opt['datasets']['train']['dataroot_clear'] = osp.join(real, 'clear')
+    opt['datasets']['val']['sources'] = [
+        {'name': k, 'dataroot_lq': osp.join(real, k, 'lq'), 'dataroot_gt': osp.join(real, k, 'gt')} for k in KINDS]
+    opt['val']['metrics'] = {k: v for k, v in opt['val']['metrics'].items() if k in ('psnr', 'ssim')}
+    opt['path']['pretrain_network_g'] = student_ckpt
+    _set_terms(opt, image_cl, feature_cl)
+    opt['name'] = name or opt['name']
+    _set_schedule(opt, iters, patch, batch)
+    return opt
 
 
-def evaluate_network(opt, checkpoint, data_root, split='val'):
-    """Per-type (PSNR, SSIM) of the network of ``opt`` loaded from ``checkpoint`` on a demo split."""
-    net = load_network(opt, checkpoint)
-    scores = {}
-    for kind in KINDS:
-        pairs = read_pairs(data_root, split, kind)
-        scores[kind] = psnr_ssim([(restore(net, lq), gt) for _, lq, gt in pairs])
-    return scores
+def train(opt, out_dir, curves=None):
+    """Run ``basicsr train``'s pipeline on ``opt``; return the latest generator checkpoint path."""
+    history = [] if curves is None else curves.setdefault(opt['name'], [])
+    train_pipeline(['-opt', _write_options(opt, osp.join(out_dir, 'options'))], root_path=out_dir,
+                   on_log=history.append)
+    return osp.join(out_dir, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
 
 
-def run_kt_ablation(data_root, teacher_ckpts, out_dir, iters, patch, batch, paper_result=None):
-    """Train every KT_ABLATION variant (reusing ``paper_result`` for the paper's setting); returns rows."""
-    rows = []
-    for i, (label, temperature, image_cl, feature_cl) in enumerate(KT_ABLATION):
-        if paper_result is not None and temperature == 1e-6 and image_cl and feature_cl:
-            rows.append((label, paper_result))
-            continue
-        print(f'[demo] KT ablation {i + 1}/{len(KT_ABLATION)}: {label} ({iters} iterations)', flush=True)
-        opt = kt_options(data_root, teacher_ckpts, iters, patch, batch, temperature, image_cl, feature_cl,
-                         name=f'demo_kt_ablation_{i}')
-        train_pipeline(['-opt', _write_options(opt, osp.join(out_dir, 'options'))], root_path=out_dir)
-        ckpt = osp.join(out_dir, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
-        rows.append((label, evaluate_network(opt, ckpt, data_root)))
-    return rows
-
-
+# ----------------------------------------------------------------------------- evaluation
 def load_network(opt, checkpoint):
     net = build_network(dict(opt['network_g']))
     net.load_state_dict(load_state_dict_file(checkpoint), strict=True)
@@ -148,127 +160,253 @@ def restore(net, img):
     return tensor2img(net(tensor)[0])
 
 
-def psnr_ssim(pairs_or_outputs):
-    """Mean PSNR/SSIM (RGB, crop_border 0, BasicSR's functions) over (output, gt) uint8 pairs."""
-    psnr = [calculate_psnr(o, g, crop_border=0) for o, g in pairs_or_outputs]
-    ssim = [calculate_ssim(o, g, crop_border=0) for o, g in pairs_or_outputs]
-    return float(np.mean(psnr)), float(np.mean(ssim))
+def score(outputs, gts, no_reference=False):
+    """Mean PSNR/SSIM (RGB, crop_border 0, BasicSR's functions) and, if asked, registered NR metrics."""
+    scores = {'psnr': float(np.mean([calculate_psnr(o, g, crop_border=0) for o, g in zip(outputs, gts)])),
+              'ssim': float(np.mean([calculate_ssim(o, g, crop_border=0) for o, g in zip(outputs, gts)]))}
+    if no_reference:
+        for name, metric in NO_REFERENCE:
+            if metric in METRIC_REGISTRY:
+                scores[name] = float(np.mean([METRIC_REGISTRY.get(metric)(o, crop_border=0) for o in outputs]))
+    return scores
 
 
-def save_grid(rows, path, labels):
-    """Save rows of equally sized uint8 BGR images as one PNG, with a label bar on top."""
-    h, w = rows[0][0].shape[:2]
-    bar = np.full((18, w * len(labels), 3), 255, np.uint8)
-    for i, label in enumerate(labels):
-        cv2.putText(bar, label, (i * w + 3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    grid = np.concatenate([bar] + [np.concatenate(r, axis=1) for r in rows], axis=0)
-    cv2.imwrite(path, grid)
+def evaluate(networks, data_root, split, no_reference=False):
+    """Scores and outputs of each network on each type: ({column: {type: scores}}, {column: {type: imgs}}).
+
+    ``networks`` maps a column name to a network or to ``{type: network}`` (teachers); the degraded
+    input itself is always the first column.
+    """
+    scores, outputs = {'input': {}}, {'input': {}}
+    for kind in KINDS:
+        pairs = read_pairs(data_root, split, kind)
+        gts = [gt for _, _, gt in pairs]
+        outputs['input'][kind] = [lq for _, lq, _ in pairs]
+        scores['input'][kind] = score(outputs['input'][kind], gts, no_reference)
+        for column, net in networks.items():
+            net = net[kind] if isinstance(net, dict) else net
+            outs = [restore(net, lq) for _, lq, _ in pairs]
+            outputs.setdefault(column, {})[kind] = outs
+            scores.setdefault(column, {})[kind] = score(outs, gts, no_reference)
+        outputs.setdefault('ground truth', {})[kind] = gts
+    return scores, outputs
 
 
-def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=250, kt_iters=250, patch=48, batch=8,
-             n_grid=3, seed=0, kt_ablation=False):
-    """Run the whole demo; returns the results dict that the report is written from."""
+def save_grid(outputs, kind, path, n_rows=3):
+    """One PNG per type: rows of samples, columns input / each network / ground truth, labelled."""
+    columns = list(outputs)
+    h, w = outputs[columns[0]][kind][0].shape[:2]
+    bar = np.full((18, w * len(columns), 3), 255, np.uint8)
+    for i, label in enumerate(columns):
+        cv2.putText(bar, label[:16], (i * w + 3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    n_rows = min(n_rows, len(outputs[columns[0]][kind]))
+    rows = [np.concatenate([outputs[c][kind][r] for c in columns], axis=1) for r in range(n_rows)]
+    cv2.imwrite(path, np.concatenate([bar] + rows, axis=0))
+
+
+def save_curves(curves, path):
+    """Loss curves of every training run as one PNG (matplotlib, log scale); returns False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    runs = [(name, logs) for name, logs in curves.items() if logs]
+    fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 3.2), squeeze=False)
+    for ax, (name, logs) in zip(axes[0], runs):
+        keys = [k for k in logs[0] if k.startswith('l_') and not k.startswith('l_total')]
+        iters = [log['iter'] for log in logs]
+        for key in keys:
+            values = [abs(log[key]) + 1e-8 for log in logs]
+            ax.plot(iters, values, label=key)
+        ax.set_yscale('log')
+        ax.set_title(name.replace('demo_', ''), fontsize=9)
+        ax.set_xlabel('iteration')
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+# ----------------------------------------------------------------------------- pipeline
+def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=200, kt_iters=200, da_iters=150,
+             patch=48, batch=8, seed=0, kt_ablation=False, da_ablation=False):
+    """Run the whole demo; returns the results dict the report is written from."""
     t_start = time.time()
     out_dir, data_root = osp.abspath(out_dir), osp.abspath(data_root)
     os.makedirs(out_dir, exist_ok=True)
+    timings, curves = {}, {}
+
+    def stage(name):
+        timings[name] = time.time()
+        print(f'[demo] {name}', flush=True)
+
+    stage('data')
     if not osp.isfile(osp.join(data_root, 'manifest.json')):
-        print(f'[demo] 1/4 building the demo dataset in {data_root}', flush=True)
         build_demo_data(data_root, seed=seed)
-    else:
-        print(f'[demo] 1/4 reusing the demo dataset in {data_root}', flush=True)
-    opt_dir = osp.join(out_dir, 'options')
-
-    teacher_ckpts, teacher_opts = {}, {}
-    for i, kind in enumerate(KINDS):
-        print(f'[demo] 2/4 training the {kind} teacher ({i + 1}/{len(KINDS)}, {teacher_iters} iterations)', flush=True)
-        opt = teacher_options(kind, data_root, teacher_iters, patch, batch)
-        train_pipeline(['-opt', _write_options(opt, opt_dir)], root_path=out_dir)
-        teacher_ckpts[kind] = osp.join(out_dir, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
-        teacher_opts[kind] = opt
-
-    print(f'[demo] 3/4 knowledge transfer into one student ({kt_iters} iterations)', flush=True)
+    stage('teachers')
+    teacher_opts = {k: teacher_options(k, data_root, teacher_iters, patch, batch) for k in KINDS}
+    teacher_ckpts = {k: train(opt, out_dir, curves) for k, opt in teacher_opts.items()}
+    stage('knowledge transfer')
     kt_opt = kt_options(data_root, teacher_ckpts, kt_iters, patch, batch)
-    train_pipeline(['-opt', _write_options(kt_opt, opt_dir)], root_path=out_dir)
-    student_ckpt = osp.join(out_dir, 'experiments', kt_opt['name'], 'models', 'net_g_latest.pth')
+    kt_ckpt = train(kt_opt, out_dir, curves)
+    stage('domain adaptation')
+    da_opt = da_options(data_root, kt_ckpt, da_iters, patch, batch)
+    da_ckpt = train(da_opt, out_dir, curves)
 
-    print('[demo] 4/4 evaluating and writing the report', flush=True)
-    student = load_network(kt_opt, student_ckpt)
-    results = {'types': {}, 'settings': dict(teacher_iters=teacher_iters, kt_iters=kt_iters, patch=patch,
-                                             batch=batch, seed=seed)}
+    stage('evaluation')
+    teachers = {k: load_network(teacher_opts[k], teacher_ckpts[k]) for k in KINDS}
+    kt_net, da_net = load_network(kt_opt, kt_ckpt), load_network(da_opt, da_ckpt)
+    synthetic, synthetic_out = evaluate(
+        {'teacher (own type)': teachers, 'KT student': kt_net, 'DA student': da_net}, data_root, 'val')
+    real, real_out = evaluate({'KT student': kt_net, 'DA student': da_net}, data_root, 'real', no_reference=True)
     for kind in KINDS:
-        teacher = load_network(teacher_opts[kind], teacher_ckpts[kind])
-        pairs = read_pairs(data_root, 'val', kind)
-        by_teacher = [restore(teacher, lq) for _, lq, _ in pairs]
-        by_student = [restore(student, lq) for _, lq, _ in pairs]
-        gts = [gt for _, _, gt in pairs]
-        results['types'][kind] = {
-            'n': len(pairs),
-            'input': psnr_ssim([(lq, gt) for _, lq, gt in pairs]),
-            'teacher': psnr_ssim(list(zip(by_teacher, gts))),
-            'kt_student': psnr_ssim(list(zip(by_student, gts))),
-        }
-        grid = [[lq, t, s, gt] for (_, lq, gt), t, s in list(zip(pairs, by_teacher, by_student))[:n_grid]]
-        save_grid(grid, osp.join(out_dir, f'grid_{kind}.png'), ['input', 'teacher', 'KT student', 'ground truth'])
+        save_grid(synthetic_out, kind, osp.join(out_dir, f'grid_synthetic_{kind}.png'))
+        save_grid(real_out, kind, osp.join(out_dir, f'grid_real_{kind}.png'))
+    results = {'synthetic': synthetic, 'real': real, 'curves': save_curves(curves, osp.join(out_dir, 'curves.png'))}
+
     if kt_ablation:
-        paper = {k: tuple(v['kt_student']) for k, v in results['types'].items()}
-        results['kt_ablation'] = run_kt_ablation(data_root, teacher_ckpts, out_dir, kt_iters, patch, batch, paper)
-    results['minutes'] = (time.time() - t_start) / 60
+        stage('KT ablation')
+        rows = {}
+        for i, (label, temperature, image_cl, feature_cl) in enumerate(KT_ABLATION):
+            if temperature == 1e-6 and image_cl and feature_cl:
+                rows[label] = synthetic['KT student']  # the main run
+                continue
+            opt = kt_options(data_root, teacher_ckpts, kt_iters, patch, batch, temperature, image_cl, feature_cl,
+                             name=f'demo_kt_ablation_{i}')
+            rows[label] = evaluate({label: load_network(opt, train(opt, out_dir))}, data_root, 'val')[0][label]
+        results['kt_ablation'] = rows
+    if da_ablation:
+        stage('DA ablation')
+        rows = {'KT student (no DA)': real['KT student']}
+        for i, (label, image_cl, feature_cl) in enumerate(DA_ABLATION):
+            if image_cl and feature_cl:
+                rows[label] = real['DA student']  # the main run
+                continue
+            opt = da_options(data_root, kt_ckpt, da_iters, patch, batch, image_cl, feature_cl,
+                             name=f'demo_da_ablation_{i}')
+            net = load_network(opt, train(opt, out_dir))
+            rows[label] = evaluate({label: net}, data_root, 'real', no_reference=True)[0][label]
+        results['da_ablation'] = rows
+
+    stage('report')
+    names = list(timings)
+    results['minutes'] = {n: (timings[names[i + 1]] - timings[n]) / 60 for i, n in enumerate(names[:-1])}
+    results['minutes']['total'] = (time.time() - t_start) / 60
+    results['settings'] = dict(teacher_iters=teacher_iters, kt_iters=kt_iters, da_iters=da_iters, patch=patch,
+                               batch=batch, seed=seed)
     with open(osp.join(out_dir, 'results.json'), 'w', encoding='utf-8') as f:
         json.dump(results, f, indent=2)
     write_report(results, out_dir)
     return results
 
 
+# ----------------------------------------------------------------------------- report
+def _table(columns, kinds, metrics):
+    """Markdown table: one row per column (network), one cell per type, mean PSNR last."""
+    header = '| | ' + ' | '.join(kinds) + ' | mean PSNR |'
+    lines = [header, '|---|' + '---|' * (len(kinds) + 1)]
+    for name, by_type in columns.items():
+        cells = [' / '.join(f'{by_type[k][m]:.3f}' if m == 'ssim' else f'{by_type[k][m]:.2f}' for m in metrics
+                            if m in by_type[k]) for k in kinds]
+        mean = np.mean([by_type[k]['psnr'] for k in kinds])
+        lines.append(f'| {name} | ' + ' | '.join(cells) + f' | {mean:.2f} |')
+    return lines
+
+
+def _markdown_to_html(lines):
+    """The report's small Markdown subset (headings, paragraphs, tables, images) as HTML."""
+    out, table = [], []
+
+    def flush_table():
+        if table:
+            rows = [[html.escape(c.strip()) for c in line.strip('|').split('|')] for line in table
+                    if not set(line) <= set('|-')]
+            out.append('<table>' + ''.join(
+                '<tr>' + ''.join(f'<{"th" if i == 0 else "td"}>{c}</{"th" if i == 0 else "td"}>' for c in row) + '</tr>'
+                for i, row in enumerate(rows)) + '</table>')
+            table.clear()
+
+    for line in lines:
+        if line.startswith('|'):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith('#'):
+            level = len(line) - len(line.lstrip('#'))
+            out.append(f'<h{level}>{html.escape(line[level:].strip())}</h{level}>')
+        elif line.startswith('!['):
+            src = line[line.index('(') + 1:line.rindex(')')]
+            out.append(f'<p><img src="{html.escape(src)}" alt="{html.escape(src)}"></p>')
+        elif line.strip():
+            out.append(f'<p>{html.escape(line)}</p>')
+    flush_table()
+    style = ('body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}'
+             'td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}'
+             'img{image-rendering:pixelated;max-width:100%}')
+    return f'<!doctype html><meta charset="utf-8"><title>uniremoval demo</title><style>{style}</style>\n' + \
+        '\n'.join(out) + '\n'
+
+
 def write_report(results, out_dir):
-    """Write ``report.md`` (tables and image grids) from the results dict."""
-    rows = ['| type | images | input | teacher (own type) | KT student |', '|---|---|---|---|---|']
-    for kind, r in results['types'].items():
-        cells = [f'{r[k][0]:.2f} / {r[k][1]:.3f}' for k in ('input', 'teacher', 'kt_student')]
-        rows.append(f"| {kind} | {r['n']} | " + ' | '.join(cells) + ' |')
-    means = [np.mean([r[k][0] for r in results['types'].values()]) for k in ('input', 'teacher', 'kt_student')]
-    rows.append('| mean PSNR | | ' + ' | '.join(f'{m:.2f}' for m in means) + ' |')
-    s = results['settings']
-    text = [
+    """Write ``report.md`` and ``report.html`` (tables, image grids, loss curves) from the results dict."""
+    s, minutes = results['settings'], results['minutes']
+    kinds = list(next(iter(results['synthetic'].values())))
+    nr = [n for n, _ in NO_REFERENCE if n in next(iter(results['real']['input'].values()))]
+    lines = [
         '# uniremoval demo report', '',
-        f"Uni-Removal at toy scale on CPU ({results['minutes']:.1f} min): three tiny MPRNet teachers "
-        f"({s['teacher_iters']} iterations each) and their knowledge transfer into one student "
-        f"({s['kt_iters']} iterations), {s['patch']}x{s['patch']} patches, batch {s['batch']}.", '',
-        '## PSNR (dB) / SSIM on the validation split', '',
-        'RGB, no border crop, BasicSR `calculate_psnr` / `calculate_ssim`. "input" is the degraded image itself.', '',
-        *rows, '',
-        'These ~100k-parameter networks trained for minutes show the pipeline working end to end, not the '
-        "paper's numbers.", '',
-        '## Restored images', '']
+        f"Uni-Removal at toy scale on CPU in {minutes['total']:.1f} min: three tiny MPRNet teachers "
+        f"({s['teacher_iters']} iterations each), knowledge transfer into one student ({s['kt_iters']} iterations) "
+        f"and domain adaptation on the unpaired real split ({s['da_iters']} iterations); {s['patch']}x{s['patch']} "
+        f"patches, batch {s['batch']}, seed {s['seed']}.", '',
+        'PSNR (dB) / SSIM: RGB, no border crop, BasicSR `calculate_psnr` / `calculate_ssim`. "input" scores the '
+        'degraded image itself. These ~100k-parameter networks trained for minutes show the pipeline working '
+        "end to end; they are not the paper's numbers.", '',
+        '## Synthetic validation split (PSNR / SSIM)', '', *_table(results['synthetic'], kinds, ('psnr', 'ssim')), '',
+        '## Real split: different degradation settings, ground truth kept aside for scoring', '',
+        'PSNR / SSIM' + ''.join(f' / {n.upper()}' for n in nr) + (' (no-reference, lower is better)' if nr else ''),
+        '', *_table(results['real'], kinds, ('psnr', 'ssim', *nr)), '']
     if results.get('kt_ablation'):
-        kinds = list(results['types'])
-        abl = ['| KT variant | ' + ' | '.join(kinds) + ' | mean PSNR |', '|---|' + '---|' * (len(kinds) + 1)]
-        for label, scores in results['kt_ablation']:
-            cells = [f'{scores[k][0]:.2f} / {scores[k][1]:.3f}' for k in kinds]
-            abl.append(f'| {label} | ' + ' | '.join(cells) + f" | {np.mean([scores[k][0] for k in kinds]):.2f} |")
-        text[-2:-2] = ['## Knowledge-transfer ablation (PSNR / SSIM of the student)', '',
-                       f"Equal iterations ({s['kt_iters']}), same seed and data order.", '', *abl, '']
-    for kind in results['types']:
-        text += [f'### {kind}', '', f'![{kind}](grid_{kind}.png)', '']
+        lines += ['## Knowledge-transfer ablation (synthetic val, PSNR / SSIM of the student)', '',
+                  f"Equal iterations ({s['kt_iters']}), same seed and data order.", '',
+                  *_table(results['kt_ablation'], kinds, ('psnr', 'ssim')), '']
+    if results.get('da_ablation'):
+        lines += ['## Domain-adaptation ablation (real split)', '',
+                  f"Equal iterations ({s['da_iters']}) from the same KT student.", '',
+                  *_table(results['da_ablation'], kinds, ('psnr', 'ssim', *nr)), '']
+    if results.get('curves'):
+        lines += ['## Loss curves', '', '![loss curves](curves.png)', '']
+    lines += ['## Restored images', '']
+    for kind in kinds:
+        lines += [f'### {kind}: synthetic', '', f'![{kind} synthetic](grid_synthetic_{kind}.png)', '',
+                  f'### {kind}: real', '', f'![{kind} real](grid_real_{kind}.png)', '']
+    lines += ['## Time per stage (minutes)', '', '| stage | minutes |', '|---|---|'] + \
+        [f'| {k} | {v:.1f} |' for k, v in minutes.items()] + ['']
     with open(osp.join(out_dir, 'report.md'), 'w', encoding='utf-8') as f:
-        f.write('\n'.join(text))
+        f.write('\n'.join(lines))
+    with open(osp.join(out_dir, 'report.html'), 'w', encoding='utf-8') as f:
+        f.write(_markdown_to_html(lines))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', default='results/demo', help='report and experiments folder')
     parser.add_argument('--data', default='datasets/demo', help='demo dataset folder (built if missing)')
-    parser.add_argument('--teacher-iters', type=int, default=250)
-    parser.add_argument('--kt-iters', type=int, default=250)
+    parser.add_argument('--teacher-iters', type=int, default=200)
+    parser.add_argument('--kt-iters', type=int, default=200)
+    parser.add_argument('--da-iters', type=int, default=150)
     parser.add_argument('--patch', type=int, default=48)
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--kt-ablation', action='store_true',
-                        help='also train the KT loss/temperature ablation (4 more KT runs)')
+    parser.add_argument('--kt-ablation', action='store_true', help='also train the KT loss/temperature ablation')
+    parser.add_argument('--da-ablation', action='store_true', help='also train the DA loss ablation')
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
-    run_demo(args.out, args.data, args.teacher_iters, args.kt_iters, args.patch, args.batch, seed=args.seed,
-             kt_ablation=args.kt_ablation)
-    print(f"[demo] report: {osp.join(osp.abspath(args.out), 'report.md')}")
+    run_demo(args.out, args.data, args.teacher_iters, args.kt_iters, args.da_iters, args.patch, args.batch,
+             args.seed, args.kt_ablation, args.da_ablation)
+    print(f"[demo] report: {osp.join(osp.abspath(args.out), 'report.html')} (and report.md)")
     return 0
 
 
