@@ -33,6 +33,7 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['uniremoval', 'uniremoval.*']),
     include_package_data=True,
+    package_data={'uniremoval.metrics': ['brisque_live_model.npz', 'BRISQUE_LIVE_LICENSE.txt']},
     install_requires=read_requirements(),
     extras_require={
         'test': ['pytest>=7'],

@@ -215,7 +215,7 @@ def save_curves(curves, path):
     runs = [(name, logs) for name, logs in curves.items() if logs]
     fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 3.2), squeeze=False)
     for ax, (name, logs) in zip(axes[0], runs):
-        keys = [k for k in logs[0] if k.startswith('l_') and not k.startswith('l_total')]
+        keys = [k for k in logs[0] if k.startswith('l_') and 'total' not in k]
         iters = [log['iter'] for log in logs]
         for key in keys:
             values = [abs(log[key]) + 1e-8 for log in logs]
