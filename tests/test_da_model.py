@@ -114,7 +114,7 @@ def test_feature_weight_decays_per_epoch(da_model):
 
 def test_tiny_da_run_writes_checkpoints_resumes_and_scores_per_type(tmp_path):
     """basicsr train on UnpairedDegradationDataset: checkpoints of G and D, auto-resume, per-type metrics
-    (PSNR/SSIM only where ground truth exists, NIQE everywhere)."""
+    (PSNR/SSIM only where ground truth exists, PIQE/BRISQUE everywhere)."""
     import os
     import yaml
     from conftest import run_cli, write_pairs
@@ -122,7 +122,7 @@ def test_tiny_da_run_writes_checkpoints_resumes_and_scores_per_type(tmp_path):
     opt = load_option_file(DA_TINY)
     sources_train, sources_val = [], []
     for i, kind in enumerate(('haze', 'rain')):
-        gt_dir, lq_dir = write_pairs(str(tmp_path / "real" / kind), 3, seed=10 + i, size=192)
+        gt_dir, lq_dir = write_pairs(str(tmp_path / "real" / kind), 3, seed=10 + i, size=64)
         sources_train.append({'name': kind, 'dataroot_lq': lq_dir})
         sources_val.append({'name': kind, 'dataroot_lq': lq_dir, **({'dataroot_gt': gt_dir} if kind == 'rain' else {})})
     clear_dir, _ = write_pairs(str(tmp_path / "clear"), 4, seed=20, size=64)
@@ -143,7 +143,8 @@ def test_tiny_da_run_writes_checkpoints_resumes_and_scores_per_type(tmp_path):
     assert first.returncode == 0, out[-3000:]
     models = tmp_path / 'experiments' / 'demo_da_tiny' / 'models'
     assert {'net_g_2.pth', 'net_d_2.pth', 'net_g_latest.pth', 'net_d_latest.pth'} <= set(os.listdir(models))
-    assert '[haze] niqe:' in out and '[rain] psnr:' in out and '[haze] psnr' not in out
+    assert '[haze] piqe:' in out and '[rain] psnr:' in out and '[haze] psnr' not in out
+    assert 'brisque:' in out
 
     second = run_cli(['train', '-opt', str(opt_path), '--auto_resume', '--force_yml', 'train:total_iter=4',
                       'val:val_freq=4', 'logger:save_checkpoint_freq=4'], cwd=tmp_path)
