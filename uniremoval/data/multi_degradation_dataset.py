@@ -192,8 +192,72 @@ class _Source:
         return img.astype(np.float32) / 255.
 
 
+class TypeBalancedIndexing:
+    """Index layout shared by the multi-type datasets (``MultiDegradationDataset``,
+    ``UnpairedDegradationDataset``): k sources, label = source position.
+
+    With ``balanced`` true, ``len = k * samples_per_type`` and index ``i`` holds type ``t = i % k``
+    and sample ``(i // k + epoch * samples_per_type) % source_sizes[t]`` of that source (``epoch``
+    set by :meth:`set_epoch`); otherwise the sources are concatenated.
+    """
+
+    def _init_indexing(self, opt, names, source_sizes, dataset_name):
+        """Validate ``balanced`` / ``samples_per_type`` and set the attributes the indexing needs."""
+        self._indexing_name = dataset_name
+        self.source_sizes = list(source_sizes)
+        self.num_types = len(self.source_sizes)
+        self._offsets = np.cumsum([0] + self.source_sizes).tolist()  # concatenated mode
+        self.balanced = bool(opt.get('balanced', True))
+        spt = opt.get('samples_per_type')
+        if self.balanced:
+            if spt is None:
+                spt = max(self.source_sizes)
+            if isinstance(spt, bool) or not isinstance(spt, numbers.Integral) or spt < 1:
+                raise ValueError(f'{dataset_name}: `samples_per_type` must be a positive int, got {spt!r}.')
+            self.samples_per_type = int(spt)
+            larger = [f'{n} ({size})' for n, size in zip(names, self.source_sizes) if size > self.samples_per_type]
+            if larger:
+                get_root_logger().info(
+                    f'{dataset_name}: sources {", ".join(larger)} hold more than samples_per_type='
+                    f'{self.samples_per_type} samples; each epoch visits a window of them that moves when the '
+                    'training loop calls dataset.set_epoch(epoch).')
+        else:
+            if spt is not None:
+                get_root_logger().warning(f'{dataset_name}: samples_per_type is ignored with balanced: false.')
+            self.samples_per_type = None
+        self.epoch = 0
+
+    def __len__(self):
+        if self.balanced:
+            return self.num_types * self.samples_per_type
+        return self._offsets[-1]
+
+    def set_epoch(self, epoch):
+        """Move the window of sources larger than ``samples_per_type`` (balanced mode only)."""
+        self.epoch = int(epoch)
+
+    def locate(self, index):
+        """``(label, index within that source)`` of dataset index ``index``."""
+        index = int(index)
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f'{self._indexing_name} index {index} out of range for length {n}.')
+        if self.balanced:
+            label = index % self.num_types
+            within = index // self.num_types + self.epoch * self.samples_per_type
+            return label, within % self.source_sizes[label]
+        label = bisect.bisect_right(self._offsets, index) - 1
+        return label, index - self._offsets[label]
+
+    def type_of_index(self, index):
+        """Label (source index) of dataset index ``index``, without reading any image."""
+        return self.locate(index)[0]
+
+
 @DATASET_REGISTRY.register()
-class MultiDegradationDataset(data.Dataset):
+class MultiDegradationDataset(TypeBalancedIndexing, data.Dataset):
     """Paired images from several degradation types, each sample labelled with its type.
 
     Each source is read like BasicSR's ``PairedImageDataset``: from two folders paired by file
@@ -269,68 +333,17 @@ class MultiDegradationDataset(data.Dataset):
         default_backend = opt.get('io_backend') or {'type': 'disk'}
         self._sources = [_Source(i, s, default_backend) for i, s in enumerate(sources)]
         self.labels = [s.name for s in self._sources]
-        self.source_sizes = [len(s) for s in self._sources]
-        self.num_types = len(self._sources)
-        self._offsets = np.cumsum([0] + self.source_sizes).tolist()  # concatenated mode
+        self._init_indexing(opt, self.labels, [len(s) for s in self._sources], 'MultiDegradationDataset')
 
         self.use_hflip = bool(opt.get('use_hflip', False))
         self.use_rot = bool(opt.get('use_rot', False))
         self.mean = opt.get('mean')
         self.std = opt.get('std')
-
-        self.balanced = bool(opt.get('balanced', True))
-        spt = opt.get('samples_per_type')
-        if self.balanced:
-            if spt is None:
-                spt = max(self.source_sizes)
-            if isinstance(spt, bool) or not isinstance(spt, numbers.Integral) or spt < 1:
-                raise ValueError(f'MultiDegradationDataset: `samples_per_type` must be a positive int, got {spt!r}.')
-            self.samples_per_type = int(spt)
-            larger = [f'{s.name} ({len(s)})' for s in self._sources if len(s) > self.samples_per_type]
-            if larger:
-                get_root_logger().info(
-                    f'MultiDegradationDataset: sources {", ".join(larger)} hold more than samples_per_type='
-                    f'{self.samples_per_type} pairs; each epoch visits a window of them that moves only when the '
-                    'training loop calls dataset.set_epoch(epoch).')
-        else:
-            if spt is not None:
-                get_root_logger().warning('MultiDegradationDataset: samples_per_type is ignored with balanced: false.')
-            self.samples_per_type = None
-        self.epoch = 0
         self._clients = [None] * self.num_types
 
         summary = ', '.join(f'{s.name}={len(s)} ({s.mode})' for s in self._sources)
         mode = (f'balanced, {self.num_types} x {self.samples_per_type}' if self.balanced else 'concatenated')
         get_root_logger().info(f'MultiDegradationDataset: {summary}; {mode} = {len(self)} samples per epoch.')
-
-    # ------------------------------------------------------------------ indexing
-    def __len__(self):
-        if self.balanced:
-            return self.num_types * self.samples_per_type
-        return self._offsets[-1]
-
-    def set_epoch(self, epoch):
-        """Move the window of sources larger than ``samples_per_type`` (balanced mode only)."""
-        self.epoch = int(epoch)
-
-    def locate(self, index):
-        """``(label, index within that source)`` of dataset index ``index``."""
-        index = int(index)
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f'MultiDegradationDataset index {index} out of range for length {n}.')
-        if self.balanced:
-            label = index % self.num_types
-            within = index // self.num_types + self.epoch * self.samples_per_type
-            return label, within % self.source_sizes[label]
-        label = bisect.bisect_right(self._offsets, index) - 1
-        return label, index - self._offsets[label]
-
-    def type_of_index(self, index):
-        """Label (source index) of dataset index ``index``, without reading any image."""
-        return self.locate(index)[0]
 
     # ------------------------------------------------------------------ loading
     def __getstate__(self):

@@ -10,7 +10,6 @@ with ground truth of the same names for validation) and one collection of clear 
 Path scanning, pairing checks, file clients, image decoding and their error messages are those of
 :mod:`uniremoval.data.multi_degradation_dataset`.
 """
-import bisect
 import numbers
 import random
 from copy import deepcopy
@@ -23,7 +22,8 @@ from basicsr.data.data_util import paths_from_folder
 from basicsr.data.transforms import augment
 from basicsr.utils import get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
-from uniremoval.data.multi_degradation_dataset import BACKENDS, PHASES, SOURCE_KEYS, _listing, _Source
+from uniremoval.data.multi_degradation_dataset import (BACKENDS, PHASES, SOURCE_KEYS, TypeBalancedIndexing,
+                                                       _listing, _Source)
 
 NAME = 'UnpairedDegradationDataset'
 
@@ -102,7 +102,7 @@ class _ImageSet(_Source):
 
 
 @DATASET_REGISTRY.register()
-class UnpairedDegradationDataset(data.Dataset):
+class UnpairedDegradationDataset(TypeBalancedIndexing, data.Dataset):
     """Real degraded images of ``k`` labelled types plus independently drawn real clear images.
 
     Args:
@@ -194,12 +194,8 @@ class UnpairedDegradationDataset(data.Dataset):
         default_backend = opt.get('io_backend') or {'type': 'disk'}
         self._sources = [self._make_source(i, s, default_backend) for i, s in enumerate(sources)]
         self.labels = [s.name for s in self._sources]
-        self.source_sizes = [len(s.paths) for s in self._sources]
-        self.num_types = len(self._sources)
         self.has_gt = [s.has_gt for s in self._sources]
-        self._offsets = [0]
-        for size in self.source_sizes:
-            self._offsets.append(self._offsets[-1] + size)
+        self._init_indexing(opt, self.labels, [len(s.paths) for s in self._sources], NAME)
         # Which sources return gt: all that have it in val/test; in train all or none (uniform batch keys).
         if self.phase == 'train' and not all(self.has_gt):
             self._return_gt = [False] * self.num_types
@@ -228,19 +224,6 @@ class UnpairedDegradationDataset(data.Dataset):
         self.mean = opt.get('mean')
         self.std = opt.get('std')
 
-        self.balanced = bool(opt.get('balanced', True))
-        spt = opt.get('samples_per_type')
-        if self.balanced:
-            if spt is None:
-                spt = max(self.source_sizes)
-            if isinstance(spt, bool) or not isinstance(spt, numbers.Integral) or spt < 1:
-                raise ValueError(f'{NAME}: `samples_per_type` must be a positive int, got {spt!r}.')
-            self.samples_per_type = int(spt)
-        else:
-            if spt is not None:
-                get_root_logger().warning(f'{NAME}: samples_per_type is ignored with balanced: false.')
-            self.samples_per_type = None
-        self.epoch = 0
         self._clients = [None] * self.num_types
         self._clear_client = None
 
@@ -272,35 +255,6 @@ class UnpairedDegradationDataset(data.Dataset):
                            opt.get('meta_info_file'), kind='lq')
         source.index, source.name, source.has_gt = index, name, False
         return source
-
-    # ------------------------------------------------------------------ indexing
-    def __len__(self):
-        if self.balanced:
-            return self.num_types * self.samples_per_type
-        return self._offsets[-1]
-
-    def set_epoch(self, epoch):
-        """Move the window of sources larger than ``samples_per_type`` (balanced mode only)."""
-        self.epoch = int(epoch)
-
-    def locate(self, index):
-        """``(label, index within that source)`` of dataset index ``index``."""
-        index = int(index)
-        n = len(self)
-        if index < 0:
-            index += n
-        if not 0 <= index < n:
-            raise IndexError(f'{NAME} index {index} out of range for length {n}.')
-        if self.balanced:
-            label = index % self.num_types
-            within = index // self.num_types + self.epoch * self.samples_per_type
-            return label, within % self.source_sizes[label]
-        label = bisect.bisect_right(self._offsets, index) - 1
-        return label, index - self._offsets[label]
-
-    def type_of_index(self, index):
-        """Label (source index) of dataset index ``index``, without reading any image."""
-        return self.locate(index)[0]
 
     # ------------------------------------------------------------------ loading
     def __getstate__(self):
