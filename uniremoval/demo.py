@@ -51,11 +51,13 @@ KT_ABLATION = (
     ('+ image CL, t=0.1', 0.1, True, False),
     ('+ image + feature CL, t=0.1', 0.1, True, True),
 )
-# DA (§III-C): (label, image EX-CL, feature EX-CL); adversarial and identity losses always on.
+# DA (§III-C): (label, temperature, image EX-CL, feature EX-CL); adversarial and identity always on.
 DA_ABLATION = (
-    ('+ adversarial + identity', False, False),
-    ('+ image EX-CL', True, False),
-    ('+ image + feature EX-CL (paper)', True, True),
+    ('+ adversarial + identity', None, False, False),
+    ('+ image EX-CL, t=1e-6', 1e-6, True, False),
+    ('+ image + feature EX-CL, t=1e-6 (paper)', 1e-6, True, True),
+    ('+ image EX-CL, t=0.1', 0.1, True, False),
+    ('+ image + feature EX-CL, t=0.1', 0.1, True, True),
 )
 
 
@@ -115,7 +117,8 @@ def kt_options(data_root, teacher_ckpts, iters, patch, batch, temperature=None, 
     return opt
 
 
-def da_options(data_root, student_ckpt, iters, patch, batch, image_cl=True, feature_cl=True, name=None):
+def da_options(data_root, student_ckpt, iters, patch, batch, temperature=None, image_cl=True, feature_cl=True,
+               name=None):
     """The tiny DA config on the demo's real split (ground truth for scoring only), from ``student_ckpt``."""
     opt = load_option_file(osp.join(OPTIONS_DIR, 'da_tiny.yml'))
     real = osp.join(data_root, 'real')
@@ -125,10 +128,16 @@ def da_options(data_root, student_ckpt, iters, patch, batch, image_cl=True, feat
         {'name': k, 'dataroot_lq': osp.join(real, k, 'lq'), 'dataroot_gt': osp.join(real, k, 'gt')} for k in KINDS]
     opt['val']['metrics'] = {k: v for k, v in opt['val']['metrics'].items() if k in ('psnr', 'ssim')}
     opt['path']['pretrain_network_g'] = student_ckpt
-    _set_terms(opt, image_cl, feature_cl)
+    _set_terms(opt, image_cl, feature_cl, temperature)
     opt['name'] = name or opt['name']
     _set_schedule(opt, iters, patch, batch)
     return opt
+
+
+def is_main_variant(opt, temperature, image_cl, feature_cl):
+    """Whether an ablation variant is the configuration ``opt`` already trained (both terms, same t)."""
+    return image_cl and feature_cl and all(opt['train'][k]['temperature'] == temperature
+                                           for k in ('image_cl_opt', 'feature_cl_opt'))
 
 
 def train(opt, out_dir, curves=None):
@@ -271,7 +280,7 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=20
         stage('KT ablation')
         rows = {}
         for i, (label, temperature, image_cl, feature_cl) in enumerate(KT_ABLATION):
-            if temperature == 1e-6 and image_cl and feature_cl:
+            if is_main_variant(kt_opt, temperature, image_cl, feature_cl):
                 rows[label] = synthetic['KT student']  # the main run
                 continue
             opt = kt_options(data_root, teacher_ckpts, kt_iters, patch, batch, temperature, image_cl, feature_cl,
@@ -281,11 +290,11 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=20
     if da_ablation:
         stage('DA ablation')
         rows = {'KT student (no DA)': real['KT student']}
-        for i, (label, image_cl, feature_cl) in enumerate(DA_ABLATION):
-            if image_cl and feature_cl:
+        for i, (label, temperature, image_cl, feature_cl) in enumerate(DA_ABLATION):
+            if is_main_variant(da_opt, temperature, image_cl, feature_cl):
                 rows[label] = real['DA student']  # the main run
                 continue
-            opt = da_options(data_root, kt_ckpt, da_iters, patch, batch, image_cl, feature_cl,
+            opt = da_options(data_root, kt_ckpt, da_iters, patch, batch, temperature, image_cl, feature_cl,
                              name=f'demo_da_ablation_{i}')
             net = load_network(opt, train(opt, out_dir))
             rows[label] = evaluate({label: net}, data_root, 'real', no_reference=True)[0][label]
