@@ -43,6 +43,7 @@ setup(
     entry_points={
         'console_scripts': [
             'basicsr = uniremoval.cli:main',
+            'uniremoval-restore = uniremoval.restore:main',
         ],
     },
     classifiers=[

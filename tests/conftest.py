@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import yaml
 
+import torch
+
 import uniremoval  # noqa: F401  (compat shim + registration before any basicsr import)
 from uniremoval.options import load_option_file
+
+# The suite runs tiny tensors: one intra-op thread is as fast and does not oversubscribe a small,
+# possibly shared CI machine (two spinning threads made tiny forwards up to 20x slower there).
+torch.set_num_threads(1)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_TEACHER_OPT = osp.join(REPO, 'options', 'demo', 'train_teacher_tiny.yml')
@@ -78,4 +84,5 @@ def run_cli(args, cwd):
     """Run the ``basicsr`` console script installed next to this interpreter (``pip install -e .``)."""
     exe = osp.join(osp.dirname(sys.executable), 'basicsr')
     assert osp.exists(exe), f'console script {exe} is not installed: run pip install -e .'
-    return subprocess.run([exe] + list(args), cwd=cwd, capture_output=True, text=True, timeout=600)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    return subprocess.run([exe] + list(args), cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
