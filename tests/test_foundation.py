@@ -93,6 +93,9 @@ def test_atomic_save_keeps_old_file_on_failure(tmp_path):
     with pytest.raises(Exception):
         atomic_torch_save({'params': {'w': lambda: None}}, str(path))  # unpicklable
     assert os.listdir(tmp_path) == ['net.pth']
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     assert torch.equal(load_state_dict_file(str(path))['w'], torch.ones(2))
 
 

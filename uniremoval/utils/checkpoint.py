@@ -15,12 +15,19 @@ import torch
 STATE_DICT_KEYS = ('params', 'params_ema', 'state_dict')
 
 
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_torch_save(obj, path):
     """``torch.save(obj, path)`` through a temporary file renamed into place when complete."""
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
     try:
+        os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp creates 0600; keep the usual permissions
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f)
             f.flush()
