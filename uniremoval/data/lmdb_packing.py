@@ -596,7 +596,9 @@ def _run(func, items, opts, workers, desc, progress):
     pool = None
     try:
         if workers > 1 and len(items) > 1:
-            pool = get_context().Pool(min(workers, len(items)), initializer=_init_worker, initargs=(opts,))
+            # 'spawn', not fork: a fork of a process whose OpenCV/OpenMP thread pools already ran (any
+            # caller that used torch or cv2 before, e.g. a test session) can deadlock in the workers
+            pool = get_context('spawn').Pool(min(workers, len(items)), initializer=_init_worker, initargs=(opts,))
             results = pool.imap(func, items, chunksize=max(1, min(16, len(items) // (4 * workers))))
         else:
             _init_worker(opts, in_pool=False)
