@@ -80,7 +80,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import time
 from copy import deepcopy
 from functools import partial
@@ -99,6 +98,7 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from uniremoval.models.model_mixins import NO_REFERENCE_METRICS
 from uniremoval.models.mprnet_model import parse_pixel_range
 from uniremoval.options import OptionsError, apply_force_yml, load_option_file
+from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.checkpoint import load_state_dict_file
 from uniremoval.utils.tiling import tiled_forward
 
@@ -520,19 +520,8 @@ def to_csv(table, metrics):
 
 def atomic_write_text(path, text):
     """Write ``text`` to ``path`` through a temporary file in the same folder, renamed into place."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8', newline='') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with atomic_open(path, 'w', encoding='utf-8', newline='') as f:
+        f.write(text)
 
 
 def write_outputs(table, metrics, folder):

@@ -33,7 +33,6 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from os import path as osp
 
 import cv2
@@ -44,6 +43,7 @@ from tqdm import tqdm
 
 from uniremoval.models.mprnet_model import parse_pixel_range
 from uniremoval.options import OptionsError, load_option_file
+from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.checkpoint import load_state_dict_file
 from uniremoval.utils.tiling import tiled_forward
 
@@ -225,12 +225,6 @@ def _encodable(img, path):
     return img
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_image(path, img, jpeg_quality=95):
     """Encode ``img`` in the format of ``path``'s extension and write it atomically (temporary file
     in the same folder, renamed into place)."""
@@ -239,18 +233,8 @@ def write_image(path, img, jpeg_quality=95):
     ok, encoded = cv2.imencode(ext, _encodable(img, path), params)
     if not ok:
         raise ValueError(f'OpenCV cannot encode a {img.dtype} image of shape {img.shape} as {ext}')
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(encoded.tobytes())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600 files
-        os.replace(tmp_path, path)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with atomic_open(path, 'wb') as f:
+        f.write(encoded.tobytes())
 
 
 def list_images(folder):

@@ -6,37 +6,19 @@
   official MPRNet ones (``{'state_dict': ...}``) and bare state dicts, always with
   ``torch.load(..., weights_only=True)``, and strips DataParallel's ``module.`` prefix.
 """
-import os
-import tempfile
 from os import path as osp
 
 import torch
 
+from uniremoval.utils.atomic_io import atomic_open
+
 STATE_DICT_KEYS = ('params', 'params_ema', 'state_dict')
-
-
-def _current_umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_torch_save(obj, path):
     """``torch.save(obj, path)`` through a temporary file renamed into place when complete."""
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
-    try:
-        os.chmod(tmp_path, 0o666 & ~_current_umask())  # mkstemp creates 0600; keep the usual permissions
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with atomic_open(path, 'wb') as f:
+        torch.save(obj, f)
 
 
 def strip_module_prefix(state_dict):
