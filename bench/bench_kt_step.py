@@ -6,6 +6,8 @@ time ratio does not depend on how fast or busy the machine is. Peak memory: on C
 that builds the same model and runs only that kind of step, the highest resident memory sampled
 (every 0.2 ms from a thread) while the steps run, minus the resident memory just before them.
 
+Losses and weights as in ``options/demo/kt_tiny.yml`` (untrained VGG; relu1_1-relu3_1 unless --paper).
+
     python bench/bench_kt_step.py                    # tiny MPRNet, CPU-friendly
     python bench/bench_kt_step.py --paper --patch 256 --batch 16 --device cuda   # paper's size
 """
@@ -33,8 +35,9 @@ PAPER_NET = dict(type='MPRNet', n_feat=40, scale_unetfeats=20, scale_orsnetfeats
 
 def build_kt_model(args, workdir):
     opt, _ = parse_options(['-opt', osp.join(REPO, 'options', 'demo', 'kt_tiny.yml')], root_path=workdir)
-    if args.paper:
+    if args.paper:  # paper-size student/teachers, and the image-grained loss's default VGG layers
         opt['network_g'] = dict(PAPER_NET)
+        opt['train']['image_cl_opt'].pop('layer_weights', None)
     opt['num_gpu'] = 1 if args.device == 'cuda' else 0
     opt['train']['iters_per_epoch'] = 100
     for i, teacher in enumerate(opt['teachers']):
