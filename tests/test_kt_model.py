@@ -126,3 +126,14 @@ def test_kt_objective_falls_at_paper_temperature(kt_model):
     logs = _run_fixed_batch(kt_model)
     assert _mean(logs[-5:], 'l_total') < 0.2 * _mean(logs[:5], 'l_total')
     assert all(torch.isfinite(torch.tensor(log['l_total'])) for log in logs)
+
+
+def test_teacher_order_must_match_the_dataset_sources(kt_model):
+    batch = _batch([0, 1, 2])
+    batch['degradation'] = ['haze', 'rain', 'blur']
+    kt_model.feed_data(batch)
+    kt_model.optimize_parameters(1)  # consistent: fine
+    batch['degradation'] = ['haze', 'blur', 'rain']
+    kt_model.feed_data(batch)
+    with pytest.raises(ValueError, match=r"type 'blur' has label 1, but teachers\[1\] is 'rain'"):
+        kt_model.optimize_parameters(2)

@@ -47,6 +47,8 @@ class StagedRestorationMixin:
 
     def _init_pixel_range(self):
         self.pixel_range = parse_pixel_range(self.opt)
+        # intermediate features compared by Uni-Removal's feature-grained losses (see MPRNet.forward)
+        self.feat_layers = tuple(self.opt.get('feat_layers') or ('orsnet',))
 
     def to_network_range(self, img):
         return img if self.pixel_range == (0.0, 1.0) else img * 2 - 1
@@ -60,6 +62,11 @@ class StagedRestorationMixin:
         if isinstance(outputs, torch.Tensor):
             outputs = [outputs]
         return [self.from_network_range(o) for o in outputs]
+
+    def restore_with_feats(self, net, img):
+        """Final restored image of ``net`` for [0, 1] input ``img`` (in [0, 1]) and its ``feat_layers`` features."""
+        outputs, feats = net(self.to_network_range(img), return_feats=True, feat_layers=self.feat_layers)
+        return self.from_network_range(outputs[0]), feats
 
     def test(self):
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g

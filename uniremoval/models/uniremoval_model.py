@@ -111,7 +111,6 @@ class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
     def __init__(self, opt):
         self.opt = opt
         self._init_pixel_range()
-        self.feat_layers = tuple(opt.get('feat_layers') or ('orsnet',))
         super().__init__(opt)
         if self.is_train:
             self._build_teachers()
@@ -151,10 +150,17 @@ class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
         if 'gt' in data:
             self.gt = data['gt'].to(self.device)
         self.labels = data['label'].to(self.device).long() if 'label' in data else None
+        self.degradations = data.get('degradation')
 
-    def _student(self, lq):
-        outputs, feats = self.net_g(self.to_network_range(lq), return_feats=True, feat_layers=self.feat_layers)
-        return self.from_network_range(outputs[0]), feats
+    def _check_teacher_order(self):
+        """Labels index ``teachers``: the dataset's source of label i must be teacher i's type."""
+        if self.degradations is None:
+            return
+        for label, name in zip(self.labels.tolist(), self.degradations):
+            if 0 <= label < len(self.teacher_names) and self.teacher_names[label] != name:
+                raise ValueError(f'Sample of type {name!r} has label {label}, but teachers[{label}] is '
+                                 f'{self.teacher_names[label]!r}: list `teachers` in the order of the '
+                                 f'dataset `sources` ({self.teacher_names})')
 
     @torch.no_grad()
     def teacher_targets(self, lq, labels):
@@ -168,20 +174,21 @@ class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
             idx = (labels == t).nonzero(as_tuple=True)[0]
             if idx.numel() == 0:
                 continue
-            outs, t_feats = teacher(self.to_network_range(lq[idx]), return_feats=True, feat_layers=self.feat_layers)
+            t_restored, t_feats = self.restore_with_feats(teacher, lq[idx])
             if restored is None:
-                restored = lq.new_zeros((lq.size(0), ) + outs[0].shape[1:])
+                restored = lq.new_zeros((lq.size(0), ) + t_restored.shape[1:])
                 feats = [f.new_zeros((lq.size(0), ) + f.shape[1:]) for f in t_feats]
-            restored[idx] = self.from_network_range(outs[0])
+            restored[idx] = t_restored
             for buf, f in zip(feats, t_feats):
                 buf[idx] = f
         return restored, feats
 
     def compute_losses(self, current_iter):
         """All KT loss terms for the fed batch (Eqs. 1, 3-6); returns (total, OrderedDict of terms)."""
-        output, s_feats = self._student(self.lq)
+        output, s_feats = self.restore_with_feats(self.net_g, self.lq)
         self.output = output
         t_output, t_feats = self.teacher_targets(self.lq, self.labels)
+        self._check_teacher_order()
         loss_dict = OrderedDict()
         l_total = 0
         if self.cri_pix:
@@ -236,7 +243,6 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
     def __init__(self, opt):
         self.opt = opt
         self._init_pixel_range()
-        self.feat_layers = tuple(opt.get('feat_layers') or ('orsnet',))
         super().__init__(opt)
 
     def init_training_settings(self):
@@ -256,16 +262,12 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
         self.clear = data['clear'].to(self.device) if 'clear' in data else None
         self.labels = data['label'].to(self.device).long() if 'label' in data else None
 
-    def _student(self, img):
-        outputs, feats = self.net_g(self.to_network_range(img), return_feats=True, feat_layers=self.feat_layers)
-        return self.from_network_range(outputs[0]), feats
-
     def generator_losses(self, current_iter):
         """All student loss terms for the fed batch (Eqs. 7-13); returns (total, OrderedDict of terms)."""
         if self.clear is None or self.labels is None:
             raise ValueError('UniRemovalDAModel trains on batches with clear and label (UnpairedDegradationDataset)')
-        restored, deg_feats = self._student(self.lq)
-        clear_out, clear_feats = self._student(self.clear)
+        restored, deg_feats = self.restore_with_feats(self.net_g, self.lq)
+        clear_out, clear_feats = self.restore_with_feats(self.net_g, self.clear)
         self.output = restored
         other_type = other_type_mask(self.labels)
         loss_dict = OrderedDict()
@@ -302,7 +304,7 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
         self.optimizer_d.zero_grad()
         if not hasattr(self, 'output'):
             with torch.no_grad():
-                self.output = self._student(self.lq)[0]
+                self.output = self.restore_with_feats(self.net_g, self.lq)[0]
         real_d_pred = self.net_d(self.clear)
         l_d_real = self.cri_gan(real_d_pred, True, is_disc=True)
         fake_d_pred = self.net_d(self.output.detach())
