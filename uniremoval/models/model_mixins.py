@@ -17,7 +17,7 @@ from tqdm import tqdm
 from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
-from uniremoval.utils.checkpoint import atomic_torch_save, load_state_dict_file
+from uniremoval.utils.checkpoint import atomic_torch_save, load_state_dict_file, strip_module_prefix
 
 
 class SafeCheckpointMixin:
@@ -42,7 +42,7 @@ class SafeCheckpointMixin:
         save_dict = {}
         for net_, key in zip(nets, param_keys):
             state_dict = self.get_bare_model(net_).state_dict()
-            save_dict[key] = {k[7:] if k.startswith('module.') else k: v.cpu() for k, v in state_dict.items()}
+            save_dict[key] = strip_module_prefix({k: v.cpu() for k, v in state_dict.items()})
         atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth'))
 
     @master_only
