@@ -192,6 +192,24 @@ class _Source:
         return img.astype(np.float32) / 255.
 
 
+def check_crop_and_sources(opt, phase, dataset_name):
+    """Validate the options every multi-type dataset shares; return ``(gt_size, sources)``.
+
+    ``gt_size`` must be a positive int in phase train; ``sources`` a non-empty list with unique names.
+    """
+    gt_size = opt.get('gt_size')
+    if phase == 'train' and (isinstance(gt_size, bool) or not isinstance(gt_size, numbers.Integral) or gt_size < 1):
+        raise ValueError(f'{dataset_name}: phase train needs a positive int `gt_size`, got {gt_size!r}.')
+    sources = opt.get('sources')
+    if not isinstance(sources, (list, tuple)) or not sources:
+        raise ValueError(f'{dataset_name} needs a non-empty list `sources`, got {sources!r}.')
+    names = [src.get('name') if isinstance(src, dict) else None for src in sources]
+    duplicates = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f'{dataset_name}: source names must be unique, repeated: {duplicates}.')
+    return gt_size, sources
+
+
 class TypeBalancedIndexing:
     """Index layout shared by the multi-type datasets (``MultiDegradationDataset``,
     ``UnpairedDegradationDataset``): k sources, label = source position.
@@ -317,18 +335,7 @@ class MultiDegradationDataset(TypeBalancedIndexing, data.Dataset):
         if self.phase not in PHASES:
             raise ValueError(f'MultiDegradationDataset: `phase` must be one of {PHASES}, got {self.phase!r}.')
         self.scale = opt.get('scale', 1) or 1
-        self.gt_size = opt.get('gt_size')
-        if self.phase == 'train' and (isinstance(self.gt_size, bool) or not isinstance(self.gt_size, numbers.Integral)
-                                         or self.gt_size < 1):
-            raise ValueError(f'MultiDegradationDataset: phase train needs a positive int `gt_size`, '
-                             f'got {self.gt_size!r}.')
-        sources = opt.get('sources')
-        if not isinstance(sources, (list, tuple)) or not sources:
-            raise ValueError(f'MultiDegradationDataset needs a non-empty list `sources`, got {sources!r}.')
-        names = [s.get('name') if isinstance(s, dict) else None for s in sources]
-        duplicates = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f'MultiDegradationDataset: source names must be unique, repeated: {duplicates}.')
+        self.gt_size, sources = check_crop_and_sources(opt, self.phase, 'MultiDegradationDataset')
 
         default_backend = opt.get('io_backend') or {'type': 'disk'}
         self._sources = [_Source(i, s, default_backend) for i, s in enumerate(sources)]

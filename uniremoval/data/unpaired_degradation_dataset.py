@@ -10,7 +10,6 @@ with ground truth of the same names for validation) and one collection of clear 
 Path scanning, pairing checks, file clients, image decoding and their error messages are those of
 :mod:`uniremoval.data.multi_degradation_dataset`.
 """
-import numbers
 import random
 from copy import deepcopy
 from os import path as osp
@@ -23,7 +22,7 @@ from basicsr.data.transforms import augment
 from basicsr.utils import get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from uniremoval.data.multi_degradation_dataset import (BACKENDS, PHASES, SOURCE_KEYS, TypeBalancedIndexing,
-                                                       _listing, _Source)
+                                                       _listing, _Source, check_crop_and_sources)
 
 NAME = 'UnpairedDegradationDataset'
 
@@ -179,18 +178,7 @@ class UnpairedDegradationDataset(TypeBalancedIndexing, data.Dataset):
         scale = opt.get('scale', 1) or 1
         if scale != 1:
             raise ValueError(f'{NAME}: only scale 1 (restoration) is supported, got scale {scale!r}.')
-        self.gt_size = opt.get('gt_size')
-        if self.phase == 'train' and (isinstance(self.gt_size, bool) or not isinstance(self.gt_size, numbers.Integral)
-                                      or self.gt_size < 1):
-            raise ValueError(f'{NAME}: phase train needs a positive int `gt_size`, got {self.gt_size!r}.')
-
-        sources = opt.get('sources')
-        if not isinstance(sources, (list, tuple)) or not sources:
-            raise ValueError(f'{NAME} needs a non-empty list `sources`, got {sources!r}.')
-        names = [s.get('name') if isinstance(s, dict) else None for s in sources]
-        duplicates = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f'{NAME}: source names must be unique, repeated: {duplicates}.')
+        self.gt_size, sources = check_crop_and_sources(opt, self.phase, NAME)
         default_backend = opt.get('io_backend') or {'type': 'disk'}
         self._sources = [self._make_source(i, s, default_backend) for i, s in enumerate(sources)]
         self.labels = [s.name for s in self._sources]
