@@ -29,14 +29,12 @@ import torch
 import yaml
 
 import uniremoval  # noqa: F401  (compat shim + registration)
-from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr, calculate_ssim
-from basicsr.utils import img2tensor, tensor2img
 from basicsr.utils.registry import METRIC_REGISTRY
+from uniremoval import restore as restore_lib
 from uniremoval.data.demo_data import KINDS, build_demo_data
 from uniremoval.options import load_option_file
 from uniremoval.train import train_pipeline
-from uniremoval.utils.checkpoint import load_state_dict_file
 
 OPTIONS_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'options', 'demo')
 # No-reference metrics reported on the real split, if registered (lower is better for both).
@@ -150,9 +148,8 @@ def train(opt, out_dir, curves=None):
 
 # ----------------------------------------------------------------------------- evaluation
 def load_network(opt, checkpoint):
-    net = build_network(dict(opt['network_g']))
-    net.load_state_dict(load_state_dict_file(checkpoint), strict=True)
-    return net.eval()
+    """The ``network_g`` of ``opt`` with the ``params`` of ``checkpoint``, strict, in eval mode."""
+    return restore_lib.load_network(checkpoint, opt['network_g'], param_key='params')
 
 
 def read_pairs(data_root, split, kind):
@@ -162,11 +159,9 @@ def read_pairs(data_root, split, kind):
     return [(n, cv2.imread(osp.join(folder, 'lq', n)), cv2.imread(osp.join(folder, 'gt', n))) for n in names]
 
 
-@torch.no_grad()
 def restore(net, img):
     """Restore one uint8 BGR image with an MPRNet-style network (final output first)."""
-    tensor = img2tensor(img.astype(np.float32) / 255., bgr2rgb=True, float32=True).unsqueeze(0)
-    return tensor2img(net(tensor)[0])
+    return restore_lib.restore_image(net, img)
 
 
 def score(outputs, gts, no_reference=False):

@@ -82,7 +82,6 @@ import re
 import sys
 import time
 from copy import deepcopy
-from functools import partial
 from os import path as osp
 
 import numpy as np
@@ -90,7 +89,6 @@ import torch
 from tqdm import tqdm
 
 import uniremoval  # noqa: F401  (compat shim + registration before BasicSR is used)
-from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, get_time_str, imwrite, tensor2img
@@ -98,8 +96,8 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from uniremoval.models.model_mixins import NO_REFERENCE_METRICS
 from uniremoval.models.mprnet_model import parse_pixel_range
 from uniremoval.options import OptionsError, apply_force_yml, load_option_file
+from uniremoval.restore import load_network, network_function
 from uniremoval.utils.atomic_io import atomic_open
-from uniremoval.utils.checkpoint import load_state_dict_file
 from uniremoval.utils.tiling import tiled_forward
 
 MISSING = '-'
@@ -270,36 +268,18 @@ def parse_eval_options(path, force_yml=None, root_path=None):
 
 
 # ----------------------------------------------------------------------------- restoration and scoring
-def load_network(network_opt, checkpoint, param_key, device):
-    """Build ``network_opt`` and load ``checkpoint`` strictly; the network is in eval mode on ``device``."""
-    net = build_network(deepcopy(network_opt))
-    state_dict = load_state_dict_file(checkpoint, param_key)
-    try:
-        net.load_state_dict(state_dict, strict=True)
-    except RuntimeError as e:
-        raise RuntimeError(f"Checkpoint {checkpoint} does not match network_g ({network_opt['type']}): {e}") from e
-    return net.to(device).eval()
-
-
-@torch.no_grad()
-def restore(net, lq, pixel_range):
-    """Restore a [0, 1] batch ``lq`` with ``net`` working in ``pixel_range``; the result is in [0, 1].
-
-    ``lq`` must be on the network's device. A network returning a list (MPRNet: stage outputs,
-    final first) gives its first element.
-    """
-    signed = tuple(pixel_range) == (-1.0, 1.0)
-    out = net(lq * 2 - 1 if signed else lq)
-    if isinstance(out, (list, tuple)):
-        out = out[0]
-    return (out + 1) / 2 if signed else out
-
-
 def make_restorer(net, pixel_range, device, tile=None, overlap=DEFAULT_TILE_OVERLAP, batch=1):
-    """A function mapping a [0, 1] CPU batch to its restoration on the CPU, whole or in tiles."""
-    fn = partial(restore, net, pixel_range=pixel_range)
+    """A function mapping a [0, 1] CPU batch to its restoration on the CPU, whole or in tiles.
+
+    ``net`` works in ``pixel_range``; a network returning a list (MPRNet's stage outputs, final
+    first) gives its first element (:func:`uniremoval.restore.network_function`).
+    """
+    fn = network_function(net, pixel_range)
     if tile is None:
-        return lambda lq: fn(lq.to(device)).cpu()
+        def whole(lq):
+            with torch.no_grad():
+                return fn(lq.to(device)).cpu()
+        return whole
     return lambda lq: tiled_forward(fn, lq, tile, overlap=overlap, batch=batch, device=device)
 
 
@@ -373,7 +353,7 @@ def evaluate(opt, logger=None):
                 file = ckpt['path'][row['type']]
                 if file not in nets:
                     logger.info(f"Column {column}: loading {file} [{ckpt['param_key']}]")
-                    nets = {file: load_network(ckpt['network_g'], file, ckpt['param_key'], device)}
+                    nets = {file: load_network(file, ckpt['network_g'], ckpt['param_key'], device)}
                 restore_fn = make_restorer(nets[file], ckpt['pixel_range'], device, opt['tile'],
                                            opt['tile_overlap'], opt['tile_batch'])
             save_dir = osp.join(vis_root, _slug(column), _slug(row['type'])) if opt['save_img'] else None
