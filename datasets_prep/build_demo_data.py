@@ -3,12 +3,12 @@
 
     python datasets_prep/build_demo_data.py --out datasets/demo [--seed 0] [--overwrite]
 
-The builder lives in :mod:`uniremoval.data.demo_data` (the demo pipeline imports it); this is its
-command line. Run ``--help`` for the options.
+The builder lives in :mod:`uniremoval.demo.data` (the demo pipeline imports it); this is its
+command line, as is ``python -m uniremoval.demo.data``. Run ``--help`` for the options.
 """
 import sys
 
-from uniremoval.data.demo_data import main
+from uniremoval.demo.data import main
 
 if __name__ == '__main__':
     sys.exit(main())

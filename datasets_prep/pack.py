@@ -4,8 +4,8 @@
     python datasets_prep/pack.py <layout> --root <dataset folder> --out <output folder> [options]
 
 One subcommand per dataset layout (``--help`` on each shows its options); see
-``datasets_prep/README.md`` for the layouts, outputs and options, and
-:mod:`uniremoval.data.lmdb_packing` for the writer. Paired layouts write
+``datasets_prep/README.md`` for the layouts, outputs and options, and :mod:`lmdb_packing`
+(``datasets_prep/lmdb_packing.py``, next to this script) for the writer. Paired layouts write
 ``<out>/<split>_lq.lmdb`` and ``<out>/<split>_gt.lmdb`` (identical keys), unpaired ones
 ``<out>/<split>.lmdb``; ``--val-fraction`` / ``--val-count`` also write the ``val`` split.
 
@@ -28,8 +28,7 @@ import re
 import sys
 from os import path as osp
 
-from uniremoval.data.lmdb_packing import (CropSpec, Item, PackError, default_workers, pack, sanitize_key,
-                                          scan_images)
+from lmdb_packing import CropSpec, Item, PackError, default_workers, pack, sanitize_key, scan_images
 
 
 # ============================================================================ generic readers

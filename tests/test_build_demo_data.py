@@ -1,4 +1,4 @@
-"""Tests of the demo-data builder ``uniremoval.data.demo_data`` (tiny builds into tmp dirs)."""
+"""Tests of the demo-data builder ``uniremoval.demo.data`` (tiny builds into tmp dirs)."""
 import json
 import os
 from os import path as osp
@@ -12,7 +12,7 @@ SPLITS = ('train', 'val', 'real')
 TINY = dict(n_train=3, n_val=2, n_real=2, n_clear=3, train_size=48, val_size=64, real_size=64, progress=False)
 
 
-import uniremoval.data.demo_data as B  # noqa: E402  (datasets_prep/build_demo_data.py is its CLI)
+import uniremoval.demo.data as B  # noqa: E402  (datasets_prep/build_demo_data.py is its CLI)
 
 
 @pytest.fixture(scope='module')
@@ -143,8 +143,8 @@ def test_same_seed_is_pixel_identical_other_seed_differs(built, tmp_path):
             np.testing.assert_array_equal(read(root / 'a' / f), read(root / 'b' / f), err_msg=f)
     assert m1['crops'] == m2['crops']
     B.build_demo_data(tmp_path / 'c', seed=4, **TINY)
-    different = [f for f in files if f.endswith('.png') and not np.array_equal(read(root / 'a' / f),
-                                                                              read(tmp_path / 'c' / f))]
+    different = [f for f in files
+                 if f.endswith('.png') and not np.array_equal(read(root / 'a' / f), read(tmp_path / 'c' / f))]
     assert len(different) > 0.9 * len([f for f in files if f.endswith('.png')])
 
 

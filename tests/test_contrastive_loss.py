@@ -13,9 +13,11 @@ import torch
 import uniremoval  # noqa: F401  (registers the losses)
 from basicsr.losses import build_loss
 from basicsr.utils.registry import LOSS_REGISTRY
-from uniremoval.losses.contrastive_loss import (DEFAULT_LAYER_WEIGHTS, ContrastiveLoss, ExtendedContrastiveLoss,
-                                                ExtendedImageContrastiveLoss, ImageContrastiveLoss,
-                                                default_vgg_weights_path)
+from uniremoval.losses import contrastive_loss as cl_module
+from uniremoval.losses.contrastive_loss import (DEFAULT_LAYER_WEIGHTS, EMBEDDINGS, ContrastiveLoss,
+                                                ExtendedContrastiveLoss, ExtendedImageContrastiveLoss,
+                                                ImageContrastiveLoss, contrastive_loss_terms, embed_feature_maps)
+from uniremoval.losses.vgg_features import default_vgg_weights_path
 
 R2 = math.sqrt(2.0)
 
@@ -236,6 +238,149 @@ def test_registry_round_trip():
 
 
 # ---------------------------------------------------------------------------------------------
+# embeddings of the feature maps (option `embedding`)
+# ---------------------------------------------------------------------------------------------
+CONTENT_FREE = ('pooled', 'stats', 'gram')
+
+
+def test_embedding_known_answers():
+    # one 1x2x2x2 map: channel 0 = [[1, 2], [3, 4]], channel 1 = [[0, 0], [2, 2]]
+    x = torch.tensor([[[[1., 2.], [3., 4.]], [[0., 0.], [2., 2.]]]])
+    assert embed_feature_maps(x, 'flatten').tolist() == [[1., 2., 3., 4., 0., 0., 2., 2.]]
+    assert embed_feature_maps(x, 'pooled').tolist() == [[2.5, 1.0]]
+    # stats: means, then POPULATION stds (unbiased=False): var0 = (2.25+.25+.25+2.25)/4 = 1.25, var1 = 1
+    stats = embed_feature_maps(x, 'stats')
+    assert stats.shape == (1, 4)
+    assert stats[0].tolist() == pytest.approx([2.5, 1.0, math.sqrt(1.25), 1.0], abs=1e-6)
+    # gram: F F^T / HW with F = [[1,2,3,4],[0,0,2,2]]: [[30, 14], [14, 8]] / 4
+    assert embed_feature_maps(x, 'gram').tolist() == [[7.5, 3.5, 3.5, 2.0]]
+    # a batch is embedded row by row; low precision is embedded in float32
+    two = torch.cat([x, 2 * x])
+    torch.testing.assert_close(embed_feature_maps(two, 'gram')[1], 4 * embed_feature_maps(x, 'gram')[0])
+    assert embed_feature_maps(x.bfloat16(), 'stats').dtype == torch.float32
+
+
+def test_default_embedding_is_todays_flattened_cosine_exactly():
+    torch.manual_seed(10)
+    anchor, positives, negatives = torch.randn(3, 4, 5, 6), torch.randn(3, 2, 4, 5, 6), torch.randn(3, 5, 4, 5, 6)
+    neg_mask = torch.rand(3, 5) > 0.3
+    for t in (1e-6, 0.1):
+        ref, _ = contrastive_loss_terms(anchor.flatten(1), positives.flatten(2), negatives.flatten(2), t,
+                                        neg_mask=neg_mask)
+        for kwargs in ({}, {'embedding': 'flatten'}):
+            ext = ExtendedContrastiveLoss(temperature=t, reduction='none', **kwargs)
+            assert torch.equal(ext(anchor, positives, negatives, neg_mask=neg_mask), ref)
+            plain = ContrastiveLoss(temperature=t, reduction='none', **kwargs)
+            ref1, _ = contrastive_loss_terms(anchor.flatten(1), positives[:, :1].flatten(2), negatives.flatten(2), t,
+                                             neg_mask=neg_mask)
+            assert torch.equal(plain(anchor, positives[:, 0], negatives, neg_mask=neg_mask), ref1)
+    assert ContrastiveLoss().embedding == 'flatten' and untrained(ImageContrastiveLoss).embedding == 'flatten'
+
+
+@pytest.mark.parametrize('embedding', CONTENT_FREE)
+def test_content_free_embedding_equals_the_loss_on_the_hand_made_statistics(embedding):
+    torch.manual_seed(11)
+    anchor, positives, negatives = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 3, 4, 5), torch.randn(2, 2, 3, 4, 5)
+
+    def hand(x):  # (..., C, H, W) -> (..., D) written out independently of the implementation
+        f = x.flatten(-2)
+        mean = f.mean(-1)
+        if embedding == 'pooled':
+            return mean
+        if embedding == 'stats':
+            return torch.cat([mean, f.var(-1, unbiased=False).sqrt()], dim=-1)
+        return (f @ f.transpose(-1, -2) / f.shape[-1]).flatten(-2)
+
+    loss = ExtendedContrastiveLoss(temperature=0.2, reduction='none', embedding=embedding)
+    value = loss(anchor, positives, negatives)
+    reference = ExtendedContrastiveLoss(temperature=0.2, reduction='none')
+    expected = reference(hand(anchor), hand(positives), hand(negatives))
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-6)
+
+
+def permute_positions(x, generator):
+    """Shuffle the H*W positions of every map of x (..., C, H, W) with one random permutation."""
+    perm = torch.randperm(x.shape[-2] * x.shape[-1], generator=generator)
+    return x.flatten(-2)[..., perm].reshape(x.shape)
+
+
+@pytest.mark.parametrize('embedding', EMBEDDINGS)
+def test_content_free_embeddings_ignore_where_things_are(embedding):
+    torch.manual_seed(12)
+    anchor, positives, negatives = torch.randn(3, 4, 5, 5), torch.randn(3, 2, 4, 5, 5), torch.randn(3, 3, 4, 5, 5)
+    gen = torch.Generator().manual_seed(0)
+    moved = [permute_positions(x, gen) for x in (anchor, positives, negatives)]  # each its own permutation
+    for loss, pos, moved_pos in ((ContrastiveLoss, positives[:, 0], moved[1][:, 0]),
+                                 (ExtendedContrastiveLoss, positives, moved[1])):
+        fn = loss(temperature=0.5, reduction='none', embedding=embedding)
+        ref, out = fn(anchor, pos, negatives), fn(moved[0], moved_pos, moved[2])
+        if embedding == 'flatten':
+            assert (out - ref).abs().max() > 1e-2  # the paper's reading compares content position by position
+        else:
+            torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('embedding', EMBEDDINGS)
+def test_shared_sets_are_embedded_once(embedding, monkeypatch):
+    torch.manual_seed(13)
+    anchor, clear, degraded = torch.randn(3, 2, 4, 4), torch.randn(5, 2, 4, 4), torch.randn(4, 2, 4, 4)
+    pos, neg = clear.unsqueeze(0).expand(3, -1, -1, -1, -1), degraded.unsqueeze(0).expand(3, -1, -1, -1, -1)
+    loss = ExtendedContrastiveLoss(temperature=0.1, reduction='none', embedding=embedding)
+    seen = []
+    real = cl_module.embed_feature_maps
+
+    def counting(x, emb):
+        seen.append(x.shape[0])
+        return real(x, emb)
+
+    monkeypatch.setattr(cl_module, 'embed_feature_maps', counting)
+    shared = loss(anchor, pos, neg)
+    if embedding != 'flatten':
+        assert seen == [3, 5, 4]  # the anchors, then the 5 clear and 4 degraded maps once each, not 3x
+        seen.clear()
+        materialised = loss(anchor, pos.contiguous(), neg.contiguous())
+        assert seen == [3, 15, 12]
+    else:
+        materialised = loss(anchor, pos.contiguous(), neg.contiguous())
+    torch.testing.assert_close(shared, materialised)
+
+
+@pytest.mark.parametrize('embedding', CONTENT_FREE)
+def test_content_free_embeddings_finite_at_temperature_1e_6_even_for_constant_maps(embedding):
+    torch.manual_seed(14)
+    anchor = torch.randn(2, 3, 4, 4)
+    anchor[0] = 1.5  # constant maps: std 0 (stats) must still have a finite gradient
+    anchor = anchor.requires_grad_(True)
+    positives = torch.randn(2, 2, 3, 4, 4).requires_grad_(True)
+    negatives = torch.randn(2, 3, 3, 4, 4).requires_grad_(True)
+    value = ExtendedContrastiveLoss(temperature=1e-6, embedding=embedding)(anchor, positives, negatives)
+    value.backward()
+    assert torch.isfinite(value) and value.item() >= 0
+    for x in (anchor, positives, negatives):
+        assert torch.isfinite(x.grad).all()
+
+
+def test_bad_embedding_values_and_shapes_raise():
+    for cls in (ContrastiveLoss, ExtendedContrastiveLoss):
+        with pytest.raises(ValueError, match="'flatten', 'pooled', 'stats', 'gram'"):
+            cls(embedding='mean')
+    with pytest.raises(ValueError, match='Unsupported embedding'):
+        untrained(ExtendedImageContrastiveLoss, embedding='Gram')
+    with pytest.raises(ValueError, match='Unsupported embedding'):
+        build_loss({'type': 'ExtendedContrastiveLoss', 'embedding': None})
+    with pytest.raises(ValueError, match='Unsupported embedding'):
+        contrastive_loss_terms(torch.randn(2, 4), torch.randn(2, 1, 4), torch.randn(2, 3, 4), 0.1, embedding='avg')
+    for embedding in CONTENT_FREE:  # vectors have no spatial positions to summarise
+        with pytest.raises(ValueError, match=rf"'{embedding}'.*\(2, 4\)"):
+            ContrastiveLoss(embedding=embedding)(torch.randn(2, 4), torch.randn(2, 4), torch.randn(2, 3, 4))
+        with pytest.raises(ValueError, match=rf"'{embedding}'.*\(2, 4, 5\)"):
+            ExtendedContrastiveLoss(embedding=embedding)(torch.randn(2, 4, 5), torch.randn(2, 1, 4, 5),
+                                                         torch.randn(2, 3, 4, 5))
+    # 'flatten' keeps accepting vectors
+    assert torch.isfinite(ContrastiveLoss()(torch.randn(2, 4), torch.randn(2, 4), torch.randn(2, 3, 4)))
+
+
+# ---------------------------------------------------------------------------------------------
 # image-grained losses (VGG)
 # ---------------------------------------------------------------------------------------------
 # torchvision vgg19 `features` indices of the convolutions up to conv5_1
@@ -294,14 +439,17 @@ def test_image_loss_gradient_reaches_anchor_not_vgg():
     assert all(p.grad is None for p in loss.vgg.parameters())
 
 
-def test_image_loss_is_the_weighted_sum_of_per_layer_losses():
+@pytest.mark.parametrize('embedding', EMBEDDINGS)
+def test_image_loss_is_the_weighted_sum_of_per_layer_losses(embedding):
     weights = {'relu1_1': 0.5, 'relu2_1': 2.0}
-    loss = untrained(ExtendedImageContrastiveLoss, temperature=0.1, reduction='none', layer_weights=weights)
+    loss = untrained(
+        ExtendedImageContrastiveLoss, temperature=0.1, reduction='none', layer_weights=weights, embedding=embedding)
     anchor, positives, negatives = images(2), images(2, 3), images(2, 4)
     neg_mask = torch.tensor([[True, False, True, True], [False, True, True, False]])
     value = loss(anchor, positives, negatives, neg_mask=neg_mask)
 
-    per_layer = ExtendedContrastiveLoss(temperature=0.1, reduction='none')
+    # the embedding is applied to every VGG layer's map separately
+    per_layer = ExtendedContrastiveLoss(temperature=0.1, reduction='none', embedding=embedding)
     with torch.no_grad():
         fa, fp, fn = loss.vgg(anchor), loss.vgg(positives.flatten(0, 1)), loss.vgg(negatives.flatten(0, 1))
     expected = sum(
@@ -342,6 +490,31 @@ def test_shared_positives_match_materialised_positives():
     shared = clear.unsqueeze(0).expand(2, -1, -1, -1, -1)
     torch.testing.assert_close(
         loss(anchor, shared, negatives), loss(anchor, shared.contiguous(), negatives), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('embedding', EMBEDDINGS)
+def test_image_losses_accept_every_embedding_finite_at_temperature_1e_6(embedding):
+    # 16x16 images: relu5_1 is 1x1, a constant map (std 0 for 'stats')
+    torch.manual_seed(0)  # fixes the untrained VGG weights
+    ext = build_loss({'type': 'ExtendedImageContrastiveLoss', 'embedding': embedding, 'pretrained': False,
+                      'temperature': 1e-6})
+    plain = untrained(ImageContrastiveLoss, temperature=1e-6, embedding=embedding)
+    assert ext.embedding == embedding and plain.embedding == embedding and f"embedding='{embedding}'" in repr(ext)
+    anchor = images(2).requires_grad_(True)
+    shared = images(3).unsqueeze(0).expand(2, -1, -1, -1, -1)
+    value = ext(anchor, shared, images(2, 2)) + plain(anchor, images(2), images(2, 3))
+    value.backward()
+    assert torch.isfinite(value) and value.item() >= 0
+    assert torch.isfinite(anchor.grad).all() and anchor.grad.abs().sum() > 0
+
+
+def test_image_loss_flatten_embedding_is_the_default_exactly():
+    anchor, positives, negatives = images(2), images(2, 2), images(2, 3)
+    default = untrained(ExtendedImageContrastiveLoss, temperature=0.1, reduction='none')
+    flatten = untrained(ExtendedImageContrastiveLoss, temperature=0.1, reduction='none', embedding='flatten')
+    assert torch.equal(default(anchor, positives, negatives), flatten(anchor, positives, negatives))
+    stats = untrained(ExtendedImageContrastiveLoss, temperature=0.1, reduction='none', embedding='stats')
+    assert not torch.allclose(stats(anchor, positives, negatives), default(anchor, positives, negatives))
 
 
 def test_untrained_vgg_logs_a_warning(caplog):

@@ -1,4 +1,4 @@
-"""Tests of the dataset packers ``datasets_prep/pack.py`` (+ ``uniremoval.data.lmdb_packing``).
+"""Tests of the dataset packers ``datasets_prep/pack.py`` (+ its engine ``datasets_prep/lmdb_packing.py``).
 
 Each layout is faked with a few 20x30 images under the real dataset's file names, packed
 in-process (``--workers 1`` unless said otherwise) and read back through BasicSR's LMDB backend.
@@ -6,6 +6,7 @@ in-process (``--workers 1`` unless said otherwise) and read back through BasicSR
 import importlib.util
 import os
 import re
+import sys
 from os import path as osp
 
 import cv2
@@ -14,10 +15,13 @@ import pytest
 
 import uniremoval  # noqa: F401  (compat shim before basicsr)
 from basicsr.utils import FileClient, imfrombytes
-from uniremoval.data import lmdb_packing as LP
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location('datasets_prep_pack', osp.join(REPO, 'datasets_prep', 'pack.py'))
+PREP = osp.join(REPO, 'datasets_prep')
+if PREP not in sys.path:  # as `python datasets_prep/pack.py` has it (pack.py and the spawned workers need it)
+    sys.path.insert(0, PREP)
+LP = importlib.import_module('lmdb_packing')
+_spec = importlib.util.spec_from_file_location('datasets_prep_pack', osp.join(PREP, 'pack.py'))
 pack_cli = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pack_cli)
 

@@ -1,4 +1,5 @@
-"""Tiled inference (uniremoval.utils.tiling) and the uniremoval-restore command (uniremoval.restore)."""
+"""Tiled inference (uniremoval.utils.tiling), the restoration library (uniremoval.restoration) and the
+uniremoval-restore command (uniremoval.restore)."""
 import os
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from torch import nn
 
 import uniremoval  # noqa: F401  (compat shim + registration)
 from basicsr.archs import build_network
-from uniremoval.restore import SetupError, load_network, main, restore_image
+from uniremoval.restoration import SetupError, load_network, restore_image
+from uniremoval.restore import main
 from uniremoval.utils.tiling import edge_window, tiled_forward
 
 TINY_MPRNET = {'type': 'MPRNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'num_cab': 2}

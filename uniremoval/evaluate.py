@@ -52,7 +52,7 @@ How the values are computed (also stated in the Markdown output, from the metric
   is ``10 log10(255^2 / MSE)`` and ``calculate_ssim`` BasicSR's (MATLAB-compatible) SSIM, both on the
   RGB channels or, with ``test_y_channel: true``, on the Y channel of YCbCr (ITU-R BT.601, as
   MATLAB's ``rgb2ycbcr``), after removing ``crop_border`` pixels at each side (default 0);
-* full-reference metrics (all but :data:`~uniremoval.models.model_mixins.NO_REFERENCE_METRICS`:
+* full-reference metrics (all but :data:`~uniremoval.metrics.metric_util.NO_REFERENCE_METRICS`:
   NIQE, BRISQUE, PIQE) are computed only on samples with ground truth; a set without any shows
   ``-``. No-reference metrics are computed on every restored image;
 * a cell is the mean of the per-image values over its test set; the mean row is the unweighted mean
@@ -93,11 +93,11 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, get_time_str, imwrite, tensor2img
 from basicsr.utils.registry import METRIC_REGISTRY
-from uniremoval.models.model_mixins import NO_REFERENCE_METRICS
-from uniremoval.models.mprnet_model import parse_pixel_range
+from uniremoval.metrics.metric_util import NO_REFERENCE_METRICS
 from uniremoval.options import OptionsError, apply_force_yml, load_option_file
-from uniremoval.restore import load_network, network_function
+from uniremoval.restoration import load_network, network_function
 from uniremoval.utils.atomic_io import atomic_open
+from uniremoval.utils.pixel_range import parse_pixel_range
 from uniremoval.utils.tiling import tiled_forward
 
 MISSING = '-'
@@ -272,7 +272,7 @@ def make_restorer(net, pixel_range, device, tile=None, overlap=DEFAULT_TILE_OVER
     """A function mapping a [0, 1] CPU batch to its restoration on the CPU, whole or in tiles.
 
     ``net`` works in ``pixel_range``; a network returning a list (MPRNet's stage outputs, final
-    first) gives its first element (:func:`uniremoval.restore.network_function`).
+    first) gives its first element (:func:`uniremoval.restoration.network_function`).
     """
     fn = network_function(net, pixel_range)
     if tile is None:
@@ -289,6 +289,40 @@ def _metric_kwargs(metric_opt):
 
 def is_full_reference(metric_opt):
     return metric_opt['type'] not in NO_REFERENCE_METRICS
+
+
+def score_image(img, gt, metrics):
+    """Each metric of one 8-bit image through BasicSR's ``calculate_metric``, as in validation.
+
+    Args:
+        img (ndarray): the (restored) image, HWC uint8, BGR as ``tensor2img`` and cv2 give it.
+        gt (ndarray | None): its ground truth, alike; ``None``: full-reference metrics are left out.
+        metrics (dict): {name: BasicSR metric options}; ``better`` and ``digits`` are ignored.
+
+    Returns:
+        dict: {name: value} of the metrics computed, in the order of ``metrics``.
+    """
+    sample = {'img': img} if gt is None else {'img': img, 'img2': gt}
+    return {name: float(calculate_metric(sample, _metric_kwargs(metric_opt)))
+            for name, metric_opt in metrics.items() if gt is not None or not is_full_reference(metric_opt)}
+
+
+def score_images(outputs, metrics, gts=None):
+    """Mean of each metric over in-memory 8-bit images (:func:`score_image` on each, then ``np.mean``).
+
+    Args:
+        outputs (list[ndarray]): HWC uint8 BGR images.
+        metrics (dict): {name: BasicSR metric options}.
+        gts (list[ndarray] | None): the ground truths of ``outputs``, in order; ``None``: no-reference only.
+
+    Returns:
+        dict: {name: mean value, or None when no image was scored}.
+    """
+    values = {name: [] for name in metrics}
+    for i, img in enumerate(outputs):
+        for name, value in score_image(img, None if gts is None else gts[i], metrics).items():
+            values[name].append(value)
+    return {name: (float(np.mean(v)) if v else None) for name, v in values.items()}
 
 
 def score_set(loader, metrics, restore_fn, desc, save_dir=None):
@@ -310,10 +344,8 @@ def score_set(loader, metrics, restore_fn, desc, save_dir=None):
         if save_dir is not None:
             name = osp.splitext(osp.basename(data['lq_path'][0]))[0]
             imwrite(sample['img'], osp.join(save_dir, f'{name}.png'))
-        for name, metric_opt in metrics.items():
-            if is_full_reference(metric_opt) and 'img2' not in sample:
-                continue
-            sums[name] += float(calculate_metric(sample, _metric_kwargs(metric_opt)))
+        for name, value in score_image(sample['img'], sample.get('img2'), metrics).items():
+            sums[name] += value
             counts[name] += 1
     return {m: (sums[m] / counts[m] if counts[m] else None) for m in metrics}, counts, with_gt
 

@@ -27,224 +27,30 @@ Usage::
   image was restored, 1 when some failed (the others are written; the summary names the failures),
   2 for a usage or setup error (bad arguments, no input image, unusable checkpoint or options).
 
-The same pipeline is available from python: :func:`load_network` and :func:`restore_image`.
+This module is the command only (argument parsing, output planning, logging) and is imported by no
+other module; the pipeline itself, also for use from python, is :mod:`uniremoval.restoration`
+(:func:`~uniremoval.restoration.load_network`, :func:`~uniremoval.restoration.restore_image`).
 """
 import argparse
 import logging
-import os
 import sys
 from os import path as osp
 
-import cv2
-import numpy as np
 import torch
-from basicsr.utils.registry import ARCH_REGISTRY
 from tqdm import tqdm
 
-from uniremoval.models.mprnet_model import parse_pixel_range
+from uniremoval import restoration
 from uniremoval.options import OptionsError, load_option_file
-from uniremoval.utils.atomic_io import atomic_open
-from uniremoval.utils.checkpoint import load_state_dict_file
-from uniremoval.utils.tiling import tiled_forward
-
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
-EIGHT_BIT_EXTENSIONS = ('.jpg', '.jpeg', '.bmp', '.webp')
-NO_ALPHA_EXTENSIONS = ('.jpg', '.jpeg')
-
-# The paper's network: MPRNet in its deraining configuration (Uni-Removal §IV-A1).
-DEFAULT_NETWORK = {'type': 'MPRNet', 'n_feat': 40, 'scale_unetfeats': 20, 'scale_orsnetfeats': 16, 'num_cab': 8}
+from uniremoval.restoration import (IMAGE_EXTENSIONS, SetupError, list_images, load_network, read_image, restore_image,
+                                    write_image)
+from uniremoval.utils.pixel_range import parse_pixel_range
 
 logger = logging.getLogger('uniremoval.restore')
 
 
-class SetupError(RuntimeError):
-    """A problem with the command line, the options or the checkpoint (exit status 2)."""
-
-
 # ------------------------------------------------------------------------------------------
-# Network
+# Output planning
 # ------------------------------------------------------------------------------------------
-def load_network(checkpoint, network_opt=None, param_key='params_ema', device='cpu'):
-    """Build a registered network and load a checkpoint into it strictly.
-
-    Args:
-        checkpoint (str): ``.pth`` file (BasicSR, official MPRNet or bare state dict).
-        network_opt (dict | None): ``network_g``-style options (``type`` plus arguments);
-            default :data:`DEFAULT_NETWORK`.
-        param_key (str | None): see :func:`~uniremoval.utils.checkpoint.load_state_dict_file`;
-            ``'params_ema'`` falls back to ``'params'``, then to ``'state_dict'``.
-        device: where the network is put.
-
-    Returns:
-        nn.Module: the network in eval mode.
-    """
-    network_opt = dict(DEFAULT_NETWORK if network_opt is None else network_opt)
-    arch = network_opt.pop('type', None)
-    if arch is None:
-        raise SetupError(f'network options {network_opt} lack the key "type"')
-    try:
-        net = ARCH_REGISTRY.get(arch)(**network_opt)
-    except (KeyError, TypeError, ValueError) as e:
-        raise SetupError(f'cannot build network {arch} with {network_opt}: {e}') from e
-    state = load_state_dict_file(checkpoint, param_key)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise SetupError(f'checkpoint {checkpoint} does not match network {arch} {network_opt} '
-                         f'(give the training option file with --opt): {e}') from e
-    return net.to(device).eval()
-
-
-def network_function(net, pixel_range=(0.0, 1.0)):
-    """Wrap ``net`` as a function of [0, 1] images returning its final output in [0, 1].
-
-    ``net`` may return a tensor or a list of stage outputs, final first (MPRNet). ``pixel_range``
-    is the network's input/output range: ``(0, 1)`` or ``(-1, 1)``.
-    """
-    low, high = (float(v) for v in pixel_range)
-
-    def fn(x):
-        out = net(x * (high - low) + low)
-        if isinstance(out, (list, tuple)):
-            out = out[0]
-        return (out - low) / (high - low)
-
-    return fn
-
-
-def _module_device(net):
-    if isinstance(net, torch.nn.Module):
-        for tensor in net.parameters():
-            return tensor.device
-    return torch.device('cpu')
-
-
-# ------------------------------------------------------------------------------------------
-# One image
-# ------------------------------------------------------------------------------------------
-def _split_channels(img):
-    """(colour or grey (H, W, 1|3), alpha (H, W, 1) or None) of an (H, W) or (H, W, C) image."""
-    if img.ndim == 2:
-        return img[..., None], None
-    if img.ndim == 3 and img.shape[2] in (1, 3):
-        return img, None
-    if img.ndim == 3 and img.shape[2] in (2, 4):
-        return img[..., :-1], img[..., -1:]
-    raise ValueError(f'expected an (H, W) or (H, W, C) image with C in 1..4, got shape {img.shape}')
-
-
-def _to_unit_float(img):
-    if img.dtype == np.uint8:
-        return img.astype(np.float32) / 255
-    if img.dtype == np.uint16:
-        return img.astype(np.float32) / 65535
-    if img.dtype in (np.float16, np.float32, np.float64):
-        return img.astype(np.float32)
-    raise ValueError(f'unsupported image dtype {img.dtype} (expected uint8, uint16 or float in [0, 1])')
-
-
-def _from_unit_float(img, dtype):
-    img = np.clip(img, 0, 1)
-    if dtype == np.uint8:
-        return np.round(img * 255).astype(np.uint8)
-    if dtype == np.uint16:
-        return np.round(img * 65535).astype(np.uint16)
-    return img.astype(dtype)
-
-
-def restore_image(net, img, tile=0, overlap=32, batch=1, multiple=1, pixel_range=(0.0, 1.0), device=None,
-                  bgr=True, progress=False):
-    """Restore one image array with ``net``; returns an array of the same shape and dtype.
-
-    Args:
-        net (callable): a network (or any function) taking (B, 3, h, w) RGB tensors in
-            ``pixel_range`` and returning such a tensor or a list of them, final first.
-        img (ndarray): (H, W) grey, (H, W, 1|3) grey/colour, or (H, W, 2|4) with alpha last;
-            uint8, uint16, or float in [0, 1]. Colour channels in BGR order (as cv2 reads) unless
-            ``bgr=False``.
-        tile, overlap, batch, multiple: tiling, see :func:`~uniremoval.utils.tiling.tiled_forward`
-            (``tile=0``: the whole image in one call).
-        pixel_range (tuple): the network's range, ``(0, 1)`` or ``(-1, 1)``.
-        device: where the network runs; default: the device of ``net``'s parameters. The full image
-            stays on the CPU, only tiles move.
-        progress (bool): tqdm bar over the tiles of a large image.
-
-    Grey images go through the network as three equal channels and come back as the channel mean;
-    the alpha channel is copied unchanged; the result is clipped to the input's range.
-    """
-    img = np.asarray(img)
-    colour, alpha = _split_channels(img)
-    grey = colour.shape[2] == 1
-    x = _to_unit_float(colour)
-    x = np.repeat(x, 3, axis=2) if grey else (x[..., ::-1] if bgr else x)
-    tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
-    device = _module_device(net) if device is None else device
-    out = tiled_forward(network_function(net, pixel_range), tensor, tile, overlap, batch=batch, multiple=multiple,
-                        device=device, progress=progress)
-    out = out[0].float().cpu().numpy().transpose(1, 2, 0)
-    out = out.mean(axis=2, keepdims=True) if grey else (out[..., ::-1] if bgr else out)
-    out = _from_unit_float(out, colour.dtype)
-    if alpha is not None:
-        out = np.concatenate([out, alpha], axis=2)
-    elif img.ndim == 2:
-        out = out[..., 0]
-    return np.ascontiguousarray(out)
-
-
-# ------------------------------------------------------------------------------------------
-# Files
-# ------------------------------------------------------------------------------------------
-def read_image(path):
-    """Read an image unchanged (bit depth, grey, alpha); raises ``ValueError`` naming the reason."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)  # works with any file name, unlike cv2.imread on Windows
-    except OSError as e:
-        raise ValueError(f'cannot read file: {e}') from e
-    if data.size == 0:
-        raise ValueError('empty file')
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError('cannot decode image (corrupt or unsupported format)')
-    return img
-
-
-def _encodable(img, path):
-    """Convert ``img`` to what the format of ``path``'s extension can store, warning about lost information."""
-    ext = osp.splitext(path)[1].lower()
-    if img.ndim == 3 and img.shape[2] == 2:  # grey + alpha: OpenCV writes BGRA
-        img = np.concatenate([np.repeat(img[..., :1], 3, axis=2), img[..., 1:]], axis=2)
-    if ext in NO_ALPHA_EXTENSIONS and img.ndim == 3 and img.shape[2] == 4:
-        logger.warning('%s: %s cannot store an alpha channel: it is dropped', path, ext)
-        img = img[..., :3]
-    if ext in EIGHT_BIT_EXTENSIONS and img.dtype != np.uint8:
-        if img.dtype == np.uint16:
-            logger.warning('%s: %s stores 8 bits per channel: the 16-bit result is reduced to 8 bits', path, ext)
-        img = _from_unit_float(_to_unit_float(img), np.uint8)
-    elif ext == '.png' and img.dtype not in (np.uint8, np.uint16):
-        img = _from_unit_float(_to_unit_float(img), np.uint16)
-    return img
-
-
-def write_image(path, img, jpeg_quality=95):
-    """Encode ``img`` in the format of ``path``'s extension and write it atomically (temporary file
-    in the same folder, renamed into place)."""
-    ext = osp.splitext(path)[1].lower()
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext in ('.jpg', '.jpeg') else []
-    ok, encoded = cv2.imencode(ext, _encodable(img, path), params)
-    if not ok:
-        raise ValueError(f'OpenCV cannot encode a {img.dtype} image of shape {img.shape} as {ext}')
-    with atomic_open(path, 'wb') as f:
-        f.write(encoded.tobytes())
-
-
-def list_images(folder):
-    """Image files directly in ``folder`` (by extension, hidden files skipped), sorted."""
-    names = sorted(os.listdir(folder))
-    return [osp.join(folder, n) for n in names
-            if not n.startswith('.') and osp.splitext(n)[1].lower() in IMAGE_EXTENSIONS
-            and osp.isfile(osp.join(folder, n))]
-
-
 def plan_outputs(input_path, output, ext=None, suffix=''):
     """[(input file, output file)] for an input file or folder and ``-o`` (see the module docstring)."""
     if ext is not None:
@@ -360,13 +166,16 @@ def main(argv=None):
     args = build_arg_parser().parse_args(argv)
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter('uniremoval-restore: %(levelname)s: %(message)s'))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+    loggers = (logger, restoration.logger)  # the command's errors and the library's warnings (write_image)
+    for log in loggers:
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
     try:
         return _run(args)
     finally:
-        logger.removeHandler(handler)
+        for log in loggers:
+            log.removeHandler(handler)
 
 
 def _run(args):

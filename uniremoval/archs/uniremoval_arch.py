@@ -1,4 +1,6 @@
-"""MPRNet, the restoration backbone of Uni-Removal, registered in BasicSR's ``ARCH_REGISTRY``.
+"""Uni-Removal's network: MPRNet (Zamir et al., CVPR 2021) with the feature taps of the feature-grained losses.
+
+Registered in BasicSR's ``ARCH_REGISTRY`` as ``MPRNet``; this file holds MPRNet and its submodules only.
 
 MPRNet: S. W. Zamir, A. Arora, S. Khan, M. Hayat, F. S. Khan, M.-H. Yang and L. Shao,
 "Multi-Stage Progressive Image Restoration", CVPR 2021 (arXiv:2102.02808), §3 and Fig. 2.
@@ -27,9 +29,9 @@ therefore also return intermediate features (``return_feats=True``).
 """
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from basicsr.utils.registry import ARCH_REGISTRY
+from uniremoval.utils.padding import pad_to_multiple
 
 # Stage 1 splits the image into 2x2 patches and each U-Net downsamples twice by 2: every side
 # must be divisible by 2 * 2 * 2.
@@ -375,21 +377,6 @@ class MPRNet(nn.Module):
         self.concat23 = conv(n_feat * 2, n_feat + scale_orsnetfeats, kernel_size, bias=bias)
         self.tail = conv(n_feat + scale_orsnetfeats, out_c, kernel_size, bias=bias)
 
-    @staticmethod
-    def pad_to_multiple(x, multiple=SIZE_MULTIPLE):
-        """Pad ``x`` at the bottom and right to multiples of ``multiple``, like the official demo.py.
-
-        Reflect padding is used; a side too short to reflect (pad >= size, i.e. a side of at
-        most 4 pixels) is replicate-padded instead, where the official demo would fail.
-        """
-        height, width = x.shape[-2:]
-        pad_h = (multiple - height % multiple) % multiple
-        pad_w = (multiple - width % multiple) % multiple
-        if pad_h == 0 and pad_w == 0:
-            return x
-        mode = 'reflect' if pad_h < height and pad_w < width else 'replicate'
-        return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-
     def forward(self, x, return_feats=False, feat_layers=None):
         """Restore ``x`` of shape (N, in_c, H, W), any H and W.
 
@@ -431,7 +418,7 @@ class MPRNet(nn.Module):
             raise ValueError(f'unknown feature layers {unknown}; choose from {FEATURE_LAYERS}')
 
         height, width = x.shape[-2:]
-        x3_img = self.pad_to_multiple(x)
+        x3_img = pad_to_multiple(x, SIZE_MULTIPLE)
         half_h, half_w = x3_img.shape[-2] // 2, x3_img.shape[-1] // 2
 
         # Multi-patch hierarchy: two halves for stage 2, four quarters for stage 1.

@@ -8,10 +8,10 @@ reads the k degraded sources (each a folder, a meta-info-file or a BasicSR LMDB,
 with ground truth of the same names for validation) and one collection of clear images.
 
 Path scanning, pairing checks, file clients, image decoding and their error messages are those of
-:mod:`uniremoval.data.multi_degradation_dataset`.
+:mod:`uniremoval.data.data_util`, shared with
+:class:`~uniremoval.data.multi_degradation_dataset.MultiDegradationDataset`.
 """
 import random
-from copy import deepcopy
 from os import path as osp
 
 from torch.utils import data as data
@@ -21,26 +21,17 @@ from basicsr.data.data_util import paths_from_folder
 from basicsr.data.transforms import augment
 from basicsr.utils import get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
-from uniremoval.data.multi_degradation_dataset import (BACKENDS, PHASES, SOURCE_KEYS, TypeBalancedIndexing,
-                                                       _listing, _Source, check_crop_and_sources)
+from uniremoval.data.data_util import (PHASES, ImageSource, PairedSource, TypeBalancedIndexing, check_crop_and_sources,
+                                       check_source_opt, listing, parse_backend)
 
 NAME = 'UnpairedDegradationDataset'
 
 
-def _backend(where, backend):
-    """``(type, kwargs)`` of an ``io_backend`` mapping, checked."""
-    backend = deepcopy(backend)
-    if not isinstance(backend, dict) or backend.get('type') not in BACKENDS:
-        raise ValueError(f'{where}: io_backend must be a mapping with type one of {list(BACKENDS)}, '
-                         f'got {backend!r}.')
-    return backend.pop('type'), backend
-
-
-class _ImageSet(_Source):
+class _ImageSet(ImageSource):
     """One unpaired collection of images: a folder, a folder + meta_info_file, or a BasicSR LMDB.
 
-    Shares :class:`_Source`'s folder / LMDB checks, file client and :meth:`read` (with its error
-    messages); ``paths`` is a list of ``{path_key: file path or LMDB key}``.
+    Shares :class:`~uniremoval.data.data_util.ImageSource`'s folder / LMDB checks, lazy file client
+    and :meth:`read` (with its error messages); ``paths`` is a list of ``{path_key: file path or LMDB key}``.
 
     Args:
         where (str): how errors name the collection, e.g. ``"sources[0] ('haze')"``.
@@ -51,12 +42,12 @@ class _ImageSet(_Source):
         kind (str): ``'lq'`` or ``'clear'``: the LMDB client key and the word used in errors.
     """
 
-    def __init__(self, where, key, root, backend, meta_info_file=None, kind='lq'):  # no gt: _Source.__init__ not used
+    def __init__(self, where, key, root, backend, meta_info_file=None, kind='lq'):
         self.where, self.kind = where, kind
         if not isinstance(root, str) or not root:
             raise ValueError(f'{where}: option `{key}` (a folder or .lmdb path) is required, got {root!r}.')
-        self.lq_root = self.gt_root = root  # the root that _Source.read names in its errors
-        self.backend_type, self.backend_kwargs = _backend(where, backend)
+        self.lq_root = self.gt_root = root  # the root that read() names in its errors
+        self.backend_type, self.backend_kwargs = parse_backend(where, backend)
         self.meta_info_file = meta_info_file
         self.path_key = f'{kind}_path'
 
@@ -65,7 +56,7 @@ class _ImageSet(_Source):
                 get_root_logger().warning(f'{where}: meta_info_file is ignored with io_backend lmdb; the '
                                           'LMDB\'s own meta_info.txt lists the images.')
             self.mode = 'lmdb'
-            names = self._lmdb_names(key, root)
+            names = self.lmdb_names(key, root)
             self.backend_kwargs.update(db_paths=[root], client_keys=[kind])
             files = sorted(names)  # LMDB keys, as BasicSR's paths_from_lmdb
         elif meta_info_file is not None:
@@ -73,7 +64,7 @@ class _ImageSet(_Source):
             files = self._from_meta_info_file(key, root)
         else:
             self.mode = 'folder'
-            self._check_dir(key, root)
+            self.check_dir(key, root)
             if osp.isfile(osp.join(root, 'data.mdb')):
                 raise ValueError(f'{where}: `{key}` {root} is an LMDB; set io_backend: {{type: lmdb}} for it.')
             files = sorted(paths_from_folder(root))
@@ -82,7 +73,7 @@ class _ImageSet(_Source):
             raise ValueError(f'{where}: no images found in `{key}` {root} ({self.mode} mode).')
 
     def _from_meta_info_file(self, key, root):
-        self._check_dir(key, root)
+        self.check_dir(key, root)
         if not osp.isfile(self.meta_info_file):
             raise ValueError(f'{self.where}: `meta_info_file` does not exist: {self.meta_info_file}')
         with open(self.meta_info_file, 'r') as fin:
@@ -96,7 +87,7 @@ class _ImageSet(_Source):
         missing = [n for n in names if not osp.isfile(osp.join(root, n))]
         if missing:
             raise ValueError(f'{self.where}: files listed in meta_info_file {self.meta_info_file} are missing in '
-                             f'`{key}` {root}: {_listing(missing)}')
+                             f'`{key}` {root}: {listing(missing)}')
         return [osp.join(root, n) for n in names]
 
 
@@ -183,7 +174,7 @@ class UnpairedDegradationDataset(TypeBalancedIndexing, data.Dataset):
         self._sources = [self._make_source(i, s, default_backend) for i, s in enumerate(sources)]
         self.labels = [s.name for s in self._sources]
         self.has_gt = [s.has_gt for s in self._sources]
-        self._init_indexing(opt, self.labels, [len(s.paths) for s in self._sources], NAME)
+        self._init_indexing(opt, self.labels, [len(s) for s in self._sources], NAME)
         # Which sources return gt: all that have it in val/test; in train all or none (uniform batch keys).
         if self.phase == 'train' and not all(self.has_gt):
             self._return_gt = [False] * self.num_types
@@ -205,17 +196,14 @@ class UnpairedDegradationDataset(TypeBalancedIndexing, data.Dataset):
             self._clear = _ImageSet(f'{NAME} clear images', 'dataroot_clear', root,
                                     opt.get('clear_io_backend') or default_backend,
                                     opt.get('clear_meta_info_file'), kind='clear')
-        self.num_clear = len(self._clear.paths) if self._clear is not None else 0
+        self.num_clear = len(self._clear) if self._clear is not None else 0
 
         self.use_hflip = bool(opt.get('use_hflip', False))
         self.use_rot = bool(opt.get('use_rot', False))
         self.mean = opt.get('mean')
         self.std = opt.get('std')
 
-        self._clients = [None] * self.num_types
-        self._clear_client = None
-
-        summary = ', '.join(f'{s.name}={len(s.paths)} ({s.mode}{", with gt" if s.has_gt else ""})'
+        summary = ', '.join(f'{s.name}={len(s)} ({s.mode}{", with gt" if s.has_gt else ""})'
                             for s in self._sources)
         mode = f'balanced, {self.num_types} x {self.samples_per_type}' if self.balanced else 'concatenated'
         clear = f'{self.num_clear} clear images ({self._clear.mode})' if self._clear else 'no clear images'
@@ -223,20 +211,13 @@ class UnpairedDegradationDataset(TypeBalancedIndexing, data.Dataset):
 
     @staticmethod
     def _make_source(index, opt, default_backend):
-        """A :class:`_Source` (lq paired with gt) or an lq-only :class:`_ImageSet`, with ``name`` and ``has_gt``."""
-        if not isinstance(opt, dict):
-            raise ValueError(f'sources[{index}] must be a mapping with keys {SOURCE_KEYS}, got {opt!r}.')
-        unknown = sorted(set(opt) - set(SOURCE_KEYS))
-        if unknown:
-            raise ValueError(f'sources[{index}] has unknown option(s) {unknown}; allowed: {list(SOURCE_KEYS)}.')
+        """A :class:`PairedSource` (lq paired with gt) or an lq-only :class:`_ImageSet`, with ``name`` and
+        ``has_gt``."""
+        name, where = check_source_opt(index, opt)
         if opt.get('dataroot_gt') is not None:
-            source = _Source(index, opt, default_backend)
+            source = PairedSource(index, opt, default_backend)
             source.has_gt = True
             return source
-        name = opt.get('name')
-        if not isinstance(name, str) or not name:
-            raise ValueError(f'sources[{index}] needs a non-empty string `name`, got {name!r}.')
-        where = f"sources[{index}] ('{name}')"
         if opt.get('filename_tmpl') not in (None, '{}'):
             get_root_logger().warning(f'{where}: filename_tmpl is ignored without dataroot_gt.')
         source = _ImageSet(where, 'dataroot_lq', opt.get('dataroot_lq'), opt.get('io_backend') or default_backend,
@@ -245,12 +226,6 @@ class UnpairedDegradationDataset(TypeBalancedIndexing, data.Dataset):
         return source
 
     # ------------------------------------------------------------------ loading
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state['_clients'] = [None] * self.num_types  # LMDB environments do not pickle; reopened lazily
-        state['_clear_client'] = None
-        return state
-
     def _check_crop_size(self, where, path, img, what):
         h, w = img.shape[:2]
         if h < self.gt_size or w < self.gt_size:
@@ -270,17 +245,14 @@ class UnpairedDegradationDataset(TypeBalancedIndexing, data.Dataset):
 
     def _load_degraded(self, index):
         label, within = self.locate(index)
-        source = self._sources[label]
-        if self._clients[label] is None:
-            self._clients[label] = source.file_client()
-        client = self._clients[label]
+        source = self._sources[label]  # opens its file client on first read, in each worker process
         lq_path = source.paths[within]['lq_path']
-        img_lq = source.read(client, lq_path, 'lq')
+        img_lq = source.read(lq_path, 'lq')
         out = {'lq_path': lq_path, 'label': label, 'degradation': source.name}
         imgs = [img_lq]
         if self._return_gt[label]:
             gt_path = source.paths[within]['gt_path']
-            img_gt = source.read(client, gt_path, 'gt')
+            img_gt = source.read(gt_path, 'gt')
             if img_gt.shape[:2] != img_lq.shape[:2]:
                 (h_gt, w_gt), (h_lq, w_lq) = img_gt.shape[:2], img_lq.shape[:2]
                 raise ValueError(f'{source.where}: gt {gt_path} is {h_gt}x{w_gt} (HxW) but lq {lq_path} is '
@@ -301,10 +273,8 @@ class UnpairedDegradationDataset(TypeBalancedIndexing, data.Dataset):
             which = random.randrange(self.num_clear)
         else:
             which = int(index) % self.num_clear
-        if self._clear_client is None:
-            self._clear_client = self._clear.file_client()
         path = self._clear.paths[which]['clear_path']
-        img = self._clear.read(self._clear_client, path, 'clear')
+        img = self._clear.read(path, 'clear')
         if self.phase == 'train':
             self._check_crop_size(self._clear.where, path, img, 'clear image')
             img = augment(self._random_crop([img]), self.use_hflip, self.use_rot)

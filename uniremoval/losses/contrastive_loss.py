@@ -8,8 +8,9 @@ with ``basicsr.losses.build_loss({'type': ..., ...})``:
 * :class:`ExtendedContrastiveLoss`: the extended contrastive loss of Eq. 9 (a batch of weakly
   correlated positives per anchor); the feature-grained loss of Eq. 10.
 * :class:`ImageContrastiveLoss` and :class:`ExtendedImageContrastiveLoss`: the same losses on
-  VGG-19 feature maps of images (the ``G`` of Eq. 2), i.e. the image-grained losses of Eq. 4
-  and Eq. 11. One weighted term per VGG layer.
+  VGG-19 feature maps of images (the ``G`` of Eq. 2, built by
+  :func:`uniremoval.losses.vgg_features.build_vgg_feature_extractor`), i.e. the image-grained
+  losses of Eq. 4 and Eq. 11. One weighted term per VGG layer.
 
 Eq. 2, for an anchor ``a`` with positive ``p`` and negatives ``n_1..n_N``::
 
@@ -48,6 +49,34 @@ pairs or batch elements) and are computed in float32 at least (autocast is disab
 Inputs whose batch dimension is an ``expand()``-ed view (stride 0, the same positives or
 negatives for every anchor) are normalised, and sent through VGG, once instead of ``B`` times.
 
+Embeddings (option ``embedding`` of every loss; YAML ``{type: ExtendedImageContrastiveLoss,
+embedding: stats, ...}``). Each feature map, i.e. each VGG layer's map for the image losses and
+the given tensors for the feature losses, is turned into a vector before the cosine ``s``:
+
+* ``'flatten'`` (default; the paper's reading of Eq. 2-4 and 9-11): the whole map, flattened.
+  ``s`` compares the maps position by position, i.e. their spatial *content*.
+* ``'pooled'``: global average pooling over the spatial positions, ``(C,)``: which channels
+  respond, on average.
+* ``'stats'``: per-channel mean and standard deviation over the spatial positions,
+  concatenated (means first), ``(2C,)``: the feature statistics of style transfer / AdaIN
+  (Huang & Belongie 2017). The std is the population one (``unbiased=False``), computed as
+  ``sqrt(var + 1e-8)`` so that constant maps (e.g. VGG ``relu5_1`` of a 16x16 image is 1x1)
+  have a finite gradient.
+* ``'gram'``: the ``C x C`` Gram matrix ``F F^T / (H W)`` of the map ``F`` (``C x HW``),
+  flattened, ``(C*C,)``: channel co-activations, the style representation of Gatys et al. 2016.
+
+Why the content-independent ones (pooled, stats, gram): in the extended losses (Eq. 9-11, the
+domain-adaptation stage) the positives are *other* images, restored real clear images with other
+content. A cosine of flattened maps then rewards the anchor for looking like those other images
+position by position: it pulls each output towards other images' content (colour casts, collapse
+towards an average image) instead of towards the clear *domain*. The three other embeddings are
+invariant to any permutation of the spatial positions, so they ignore the layout of the content
+and keep what characterises the domain (degradation residue, texture, colour statistics); an
+unpaired positive is then a meaningful target. For the paired losses (Eq. 2-4: the positive is
+the teacher's output of the same input) ``'flatten'`` is the natural choice.
+The embeddings need maps ``(B, C, H, W)`` (at least 4-D: channel dim 1, every later dim is
+spatial) and are computed in float32 at least; a shared (``expand()``-ed) set is embedded once.
+
 Masks: ``neg_mask`` (bool ``(B, N)``) and ``pos_mask`` (bool ``(B, P)``), False = excluded.
 A row without valid negatives has the loss ``-log(1) = 0``. A row without valid positives has
 no defined loss: it contributes 0, gets no gradient and is left out of the ``'mean'``
@@ -57,22 +86,24 @@ Gradients flow to every input that requires them; detach the positives (teacher 
 negatives yourself where they must stay fixed.
 """
 import math
-import os
 from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from basicsr.utils import get_root_logger
 from basicsr.utils.registry import LOSS_REGISTRY
+from uniremoval.losses.vgg_features import build_vgg_feature_extractor
 
 __all__ = [
     'ContrastiveLoss', 'ExtendedContrastiveLoss', 'ImageContrastiveLoss', 'ExtendedImageContrastiveLoss',
-    'contrastive_loss_terms', 'build_vgg_feature_extractor', 'default_vgg_weights_path', 'DEFAULT_LAYER_WEIGHTS'
+    'contrastive_loss_terms', 'embed_feature_maps', 'DEFAULT_LAYER_WEIGHTS', 'EMBEDDINGS'
 ]
 
 _REDUCTIONS = ('none', 'mean', 'sum')
+# how each feature map becomes the vector of the cosine similarity (see the module docstring)
+EMBEDDINGS = ('flatten', 'pooled', 'stats', 'gram')
+_STD_EPS = 1e-8  # 'stats': std = sqrt(var + eps), finite gradient for constant maps
 
 # Weights of the VGG-19 layers in the image-grained losses, as in the common contrastive
 # regularisation practice for restoration (deeper, more semantic layers weigh more).
@@ -128,12 +159,71 @@ def _check_shapes(anchor, positives, negatives):
         raise ValueError('at least one positive per anchor is needed')
 
 
-def contrastive_loss_terms(anchor, positives, negatives, temperature, pos_mask=None, neg_mask=None, eps=1e-8):
+def _check_embedding(embedding):
+    if embedding not in EMBEDDINGS:
+        raise ValueError(f'Unsupported embedding: {embedding!r}. Supported ones are: {EMBEDDINGS}')
+    return embedding
+
+
+def embed_feature_maps(x, embedding):
+    """Embed feature maps (N, C, H, W) (or (N, C, *spatial)) into vectors (N, D), in float32 at least.
+
+    The vector whose cosine similarity is the ``s`` of Eq. 2 and Eq. 9:
+
+    * 'flatten': the whole map, D = C*H*W (the paper's reading).
+    * 'pooled': per-channel mean over the spatial positions, D = C.
+    * 'stats': per-channel mean, then per-channel population std (``unbiased=False``, as
+      ``sqrt(var + 1e-8)``) over the spatial positions, D = 2C (AdaIN statistics).
+    * 'gram': Gram matrix ``F F^T / (H W)`` of ``F = x.reshape(C, H*W)``, flattened, D = C*C (Gatys et al.).
+
+    Args:
+        x (Tensor): (N, C, ...); at least 4-D for 'pooled', 'stats' and 'gram'.
+        embedding (str): one of ``EMBEDDINGS``.
+
+    Returns:
+        Tensor: (N, D).
+    """
+    _check_embedding(embedding)
+    x = _as_float(x)
+    if embedding == 'flatten':
+        return x.flatten(1)
+    if x.dim() < 4:
+        raise ValueError(f'embedding {embedding!r} needs feature maps (N, C, H, W) with at least 4 dims, '
+                         f'got shape {tuple(x.shape)}')
+    num, channels = x.shape[0], x.shape[1]
+    f = x.flatten(2)  # (N, C, HW)
+    if embedding == 'pooled':
+        return f.mean(dim=2)
+    if embedding == 'stats':
+        mean = f.mean(dim=2, keepdim=True)
+        std = ((f - mean).square().mean(dim=2) + _STD_EPS).sqrt()
+        return torch.cat([mean.squeeze(2), std], dim=1)
+    gram = torch.bmm(f, f.transpose(1, 2)) / f.shape[2]  # 'gram'
+    return gram.reshape(num, channels * channels)
+
+
+def _embed_set(x, embedding):
+    """Embed a set (B, K, C, ...) into (B, K, D); a shared (expanded) set is embedded once."""
+    if _is_shared(x):
+        e = embed_feature_maps(x[0], embedding)
+        return e.unsqueeze(0).expand(x.shape[0], *e.shape)
+    e = embed_feature_maps(x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), embedding)
+    return e.reshape(x.shape[0], x.shape[1], e.shape[1])
+
+
+def contrastive_loss_terms(anchor,
+                           positives,
+                           negatives,
+                           temperature,
+                           pos_mask=None,
+                           neg_mask=None,
+                           eps=1e-8,
+                           embedding='flatten'):
     """Per-sample extended contrastive loss (Eq. 9; Eq. 2 when P = 1), without reduction.
 
     ``L_b = logsumexp_{j in P_b u N_b}(s_bj / t) - logsumexp_{j in P_b}(s_bj / t)``, i.e.
     ``-log(sum_p exp(s_bp/t) / (sum_p exp(s_bp/t) + sum_n exp(s_bn/t)))`` with ``s`` the cosine
-    similarity of the flattened vectors.
+    similarity of the embedded (by default: flattened) tensors.
 
     Args:
         anchor (Tensor): (B, ...).
@@ -143,6 +233,9 @@ def contrastive_loss_terms(anchor, positives, negatives, temperature, pos_mask=N
         pos_mask (Tensor | None): bool (B, P); False entries are left out.
         neg_mask (Tensor | None): bool (B, N); False entries are left out of the denominator.
         eps (float): lower bound of the norms in the L2 normalisation.
+        embedding (str): 'flatten' (default), 'pooled', 'stats' or 'gram', applied to the anchor,
+            positives and negatives before the cosine (see :func:`embed_feature_maps`); all but
+            'flatten' need maps, i.e. an anchor (B, C, H, W) with at least 4 dims.
 
     Returns:
         tuple[Tensor, Tensor]: ``loss`` (B,) (0 for rows without a valid positive) and ``valid``
@@ -152,8 +245,12 @@ def contrastive_loss_terms(anchor, positives, negatives, temperature, pos_mask=N
     batch, num_pos, num_neg = anchor.shape[0], positives.shape[1], negatives.shape[1]
     pos_mask = _check_mask(pos_mask, (batch, num_pos), 'pos_mask')
     neg_mask = _check_mask(neg_mask, (batch, num_neg), 'neg_mask')
+    _check_embedding(embedding)
 
     with torch.autocast(device_type=anchor.device.type, enabled=False):
+        if embedding != 'flatten':  # 'flatten' is the reshape below (bit for bit the paper's reading)
+            anchor = embed_feature_maps(anchor, embedding)
+            positives, negatives = _embed_set(positives, embedding), _embed_set(negatives, embedding)
         dim = math.prod(anchor.shape[1:])
         a = F.normalize(_as_float(anchor).reshape(batch, dim), dim=1, eps=eps)
         p = _unit_rows(positives.reshape(batch, num_pos, dim), eps).to(a.dtype)
@@ -186,7 +283,7 @@ def contrastive_loss_terms(anchor, positives, negatives, temperature, pos_mask=N
 class _ContrastiveBase(nn.Module):
     """Options and reduction shared by all the contrastive losses."""
 
-    def __init__(self, loss_weight=1.0, temperature=1e-6, reduction='mean'):
+    def __init__(self, loss_weight=1.0, temperature=1e-6, reduction='mean', embedding='flatten'):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f'Unsupported reduction mode: {reduction}. Supported ones are: {_REDUCTIONS}')
@@ -195,9 +292,11 @@ class _ContrastiveBase(nn.Module):
         self.loss_weight = loss_weight
         self.temperature = float(temperature)
         self.reduction = reduction
+        self.embedding = _check_embedding(embedding)
 
     def _terms(self, anchor, positives, negatives, pos_mask, neg_mask):
-        return contrastive_loss_terms(anchor, positives, negatives, self.temperature, pos_mask, neg_mask)
+        return contrastive_loss_terms(
+            anchor, positives, negatives, self.temperature, pos_mask, neg_mask, embedding=self.embedding)
 
     def _reduce(self, loss, valid):
         if self.reduction == 'mean':
@@ -207,7 +306,8 @@ class _ContrastiveBase(nn.Module):
         return self.loss_weight * loss
 
     def extra_repr(self):
-        return f'loss_weight={self.loss_weight}, temperature={self.temperature}, reduction={self.reduction!r}'
+        return (f'loss_weight={self.loss_weight}, temperature={self.temperature}, reduction={self.reduction!r}, '
+                f'embedding={self.embedding!r}')
 
 
 @LOSS_REGISTRY.register()
@@ -215,13 +315,21 @@ class ContrastiveLoss(_ContrastiveBase):
     """Common contrastive loss, Eq. 2 (feature-grained loss of Eq. 3 on network features).
 
     ``-log(exp(s(a,p)/t) / (exp(s(a,p)/t) + sum_n exp(s(a,n)/t)))`` with ``s`` the cosine
-    similarity of the flattened, L2-normalised tensors, reduced over the batch and multiplied
-    by ``loss_weight``.
+    similarity of the embedded (by default flattened), L2-normalised tensors, reduced over the
+    batch and multiplied by ``loss_weight``.
 
     Args:
         loss_weight (float): weight of the loss. Default: 1.0.
         temperature (float): temperature t. Default: 1e-6 (the paper's).
         reduction (str): 'none' (per sample, (B,)), 'mean' or 'sum' over the batch. Default: 'mean'.
+        embedding (str): the vector ``s`` compares, computed from each (B, C, H, W) map:
+            'flatten' (default, the paper's reading): the whole map, i.e. its spatial content;
+            'pooled': per-channel spatial means (C,);
+            'stats': per-channel spatial means then population stds (2C,) (AdaIN statistics);
+            'gram': the Gram matrix F F^T / (H W) (C*C,) (Gatys et al.).
+            The last three ignore where things are in the map (invariant to permuting the
+            spatial positions), so they fit positives with other content (see the module
+            docstring); they need inputs with at least 4 dims.
     """
 
     def forward(self, anchor, positive, negatives, neg_mask=None):
@@ -259,6 +367,11 @@ class ExtendedContrastiveLoss(_ContrastiveBase):
         temperature (float): temperature t. Default: 1e-6 (the paper's).
         reduction (str): 'none' (per sample, (B,)), 'mean' or 'sum' over the batch. Default: 'mean'.
             'mean' averages over the rows with at least one valid positive.
+        embedding (str): 'flatten' (default), 'pooled', 'stats' or 'gram', as in
+            :class:`ContrastiveLoss`. Here the positives are weakly correlated (other images
+            with other content): 'flatten' compares the anchor's content position by position
+            with theirs and pulls it towards that other content; 'pooled', 'stats' and 'gram'
+            compare content-independent statistics, i.e. the domain, which is what Eq. 9 targets.
     """
 
     def forward(self, anchor, positives, negatives, pos_mask=None, neg_mask=None):
@@ -279,159 +392,6 @@ class ExtendedContrastiveLoss(_ContrastiveBase):
 
 
 # ----------------------------------------------------------------------------------------------
-# VGG feature extractor without downloads
-# ----------------------------------------------------------------------------------------------
-_VGG_CFG_KEYS = {'vgg11': 'A', 'vgg13': 'B', 'vgg16': 'D', 'vgg19': 'E'}
-
-
-class _FeaturesOnlyVGG(nn.Module):
-    """Randomly initialised torchvision VGG ``features`` (no classifier, nothing downloaded)."""
-
-    def __init__(self, vgg_type):
-        super().__init__()
-        from torchvision.models import vgg as tv_vgg
-
-        base = vgg_type.replace('_bn', '')
-        if hasattr(tv_vgg, 'make_layers') and hasattr(tv_vgg, 'cfgs'):
-            self.features = tv_vgg.make_layers(tv_vgg.cfgs[_VGG_CFG_KEYS[base]], batch_norm='_bn' in vgg_type)
-            for m in self.features.modules():  # torchvision's VGG initialisation
-                if isinstance(m, nn.Conv2d):
-                    nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-                    nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
-        else:  # torchvision without these helpers: build the whole (untrained) model
-            self.features = getattr(tv_vgg, vgg_type)(weights=None).features
-
-
-class _NoDownloadVGGModule:
-    """Stands in for ``torchvision.models.vgg`` inside BasicSR's vgg_arch while we build."""
-
-    def __getattr__(self, vgg_type):
-        return lambda *args, **kwargs: _FeaturesOnlyVGG(vgg_type)
-
-
-def _extractor_without_download(layer_name_list, vgg_type, use_input_norm, range_norm):
-    """Build BasicSR's VGGFeatureExtractor with random weights, never touching the network.
-
-    BasicSR 1.4.2's constructor has no ``pretrained`` switch: it loads
-    ``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` (relative to the working directory)
-    if it exists, else calls ``torchvision.models.<vgg_type>(pretrained=True)``, which
-    downloads. For the duration of the constructor we point both at no-download stand-ins.
-    """
-    from basicsr.archs import vgg_arch
-
-    saved = vgg_arch.vgg, vgg_arch.VGG_PRETRAIN_PATH
-    vgg_arch.vgg, vgg_arch.VGG_PRETRAIN_PATH = _NoDownloadVGGModule(), ''
-    try:
-        return vgg_arch.VGGFeatureExtractor(
-            layer_name_list=list(layer_name_list),
-            vgg_type=vgg_type,
-            use_input_norm=use_input_norm,
-            range_norm=range_norm,
-            requires_grad=False)
-    finally:
-        vgg_arch.vgg, vgg_arch.VGG_PRETRAIN_PATH = saved
-
-
-def _weights_file_name(vgg_type):
-    """File name of torchvision's ImageNet weights, e.g. ``vgg19-dcbb9e9d.pth`` (no download)."""
-    from torchvision.models import get_model_weights
-
-    return os.path.basename(get_model_weights(vgg_type).IMAGENET1K_V1.url)
-
-
-def _weights_enum_name(vgg_type):
-    from torchvision.models import get_model_weights
-
-    return get_model_weights(vgg_type).__name__
-
-
-def default_vgg_weights_path(vgg_type='vgg19'):
-    """Where torchvision caches the ImageNet weights: ``torch.hub.get_dir()/checkpoints/<file>``."""
-    return os.path.join(torch.hub.get_dir(), 'checkpoints', _weights_file_name(vgg_type))
-
-
-def _load_torchvision_features(extractor, path, vgg_type):
-    """Load torchvision-layout VGG weights (``features.<index>.<param>``) into the extractor.
-
-    The extractor names its layers (``vgg_net.conv1_1``, ...) in the order of torchvision's
-    ``features`` Sequential, so index ``i`` maps to ``extractor.names[i]``.
-    """
-    state = torch.load(path, map_location='cpu', weights_only=True)
-    if isinstance(state, dict) and 'state_dict' in state and isinstance(state['state_dict'], dict):
-        state = state['state_dict']
-    if not isinstance(state, dict):
-        raise ValueError(f'{path} does not hold a state dict (got {type(state).__name__})')
-    target = extractor.vgg_net.state_dict()
-    mapped = {}
-    for key, value in state.items():
-        parts = key.split('.')
-        if len(parts) != 3 or parts[0] != 'features' or not parts[1].isdigit():
-            continue  # classifier.* etc.
-        index = int(parts[1])
-        if index < len(extractor.names):
-            new_key = f'{extractor.names[index]}.{parts[2]}'
-            if new_key in target:
-                mapped[new_key] = value
-    missing = sorted(set(target) - set(mapped))
-    if missing:
-        raise ValueError(f'{path} is not a torchvision {vgg_type} state dict (keys "features.<index>.weight"): '
-                         f'no weights for {missing}')
-    extractor.vgg_net.load_state_dict(mapped, strict=True)
-
-
-def build_vgg_feature_extractor(layer_name_list,
-                                vgg_type='vgg19',
-                                use_input_norm=True,
-                                range_norm=False,
-                                pretrained=True,
-                                vgg_weights_path=None):
-    """Frozen BasicSR ``VGGFeatureExtractor`` whose weights never come from the network.
-
-    Args:
-        layer_name_list (list[str]): layers to return, e.g. ``['relu1_1', 'relu5_1']``.
-        vgg_type (str): 'vgg19' (default), 'vgg16', 'vgg13', 'vgg11' or a '_bn' variant.
-        use_input_norm (bool): normalise [0, 1] inputs with the ImageNet mean and std.
-        range_norm (bool): map [-1, 1] inputs to [0, 1] first.
-        pretrained (bool): load ImageNet weights from ``vgg_weights_path`` or, if that is None,
-            from :func:`default_vgg_weights_path`; FileNotFoundError if the file is missing.
-            False: random weights (seed the RNG yourself) and a warning.
-        vgg_weights_path (str | None): torchvision-layout weights file.
-
-    Returns:
-        VGGFeatureExtractor: in eval mode, every parameter with ``requires_grad=False``.
-    """
-    logger = get_root_logger()
-    if pretrained:
-        path = vgg_weights_path if vgg_weights_path is not None else default_vgg_weights_path(vgg_type)
-        path = os.path.expanduser(str(path))
-        if not os.path.isfile(path):
-            file_name = _weights_file_name(vgg_type)
-            enum_name = _weights_enum_name(vgg_type)
-            given = f'vgg_weights_path={vgg_weights_path!r} does not exist. ' if vgg_weights_path is not None else ''
-            raise FileNotFoundError(
-                f'ImageNet {vgg_type} weights not found (nothing is downloaded). {given}'
-                f'Put torchvision\'s {enum_name}.IMAGENET1K_V1 file "{file_name}" '
-                f'(https://download.pytorch.org/models/{file_name}) either at the path given by the loss option '
-                f'vgg_weights_path or in the torch hub cache at {default_vgg_weights_path(vgg_type)}. '
-                f'Set "pretrained: false" to use an untrained VGG instead (offline tests and demos only).')
-    extractor = _extractor_without_download(layer_name_list, vgg_type, use_input_norm, range_norm)
-    if pretrained:
-        _load_torchvision_features(extractor, path, vgg_type)
-        logger.info(f'Contrastive loss: loaded ImageNet {vgg_type} weights from {path}.')
-    else:
-        logger.warning(f'Contrastive loss: pretrained=False, the image-grained contrastive loss uses an UNTRAINED '
-                       f'(randomly initialised) {vgg_type}. Use this only for offline runs (tests, the demo); '
-                       f'set pretrained: true with ImageNet weights for real training.')
-    extractor.eval()
-    for param in extractor.parameters():
-        param.requires_grad_(False)
-    return extractor
-
-
-# ----------------------------------------------------------------------------------------------
 # losses on VGG features of images (image-grained)
 # ----------------------------------------------------------------------------------------------
 class _VGGFeatureSpace:
@@ -439,9 +399,25 @@ class _VGGFeatureSpace:
 
     ``loss_b = sum_l w_l * L_b(G_l(anchor), G_l(positives), G_l(negatives))``; the anchor,
     positive and negative images go through VGG in one batched call.
+
+    Placed before a contrastive loss in the bases, it takes that loss's options
+    (``loss_weight``, ``temperature``, ``reduction``, ``embedding``, passed on to it) and the VGG
+    options (see :class:`ImageContrastiveLoss`). The embedding is applied to each layer's map
+    ``G_l(.)`` separately; shared (expanded) images are embedded once per layer.
     """
 
-    def _init_vgg(self, layer_weights, vgg_type, use_input_norm, range_norm, pretrained, vgg_weights_path):
+    def __init__(self,
+                 loss_weight=1.0,
+                 temperature=1e-6,
+                 reduction='mean',
+                 layer_weights=None,
+                 vgg_type='vgg19',
+                 use_input_norm=True,
+                 range_norm=False,
+                 pretrained=True,
+                 vgg_weights_path=None,
+                 embedding='flatten'):
+        super().__init__(loss_weight, temperature, reduction, embedding)
         if layer_weights is None:
             layer_weights = DEFAULT_LAYER_WEIGHTS
         if not layer_weights:
@@ -484,7 +460,7 @@ class _VGGFeatureSpace:
             f_anchor, f_pos, f_neg = torch.split(feats[name], sizes, dim=0)
             loss, valid = contrastive_loss_terms(f_anchor, per_anchor(f_pos, pos_shared, positives.shape[1]),
                                                  per_anchor(f_neg, neg_shared, negatives.shape[1]),
-                                                 self.temperature, pos_mask, neg_mask)
+                                                 self.temperature, pos_mask, neg_mask, embedding=self.embedding)
             total = total + weight * loss
         return total, valid
 
@@ -507,23 +483,14 @@ class ImageContrastiveLoss(_VGGFeatureSpace, ContrastiveLoss):
             cache ``<torch.hub.get_dir()>/checkpoints/vgg19-dcbb9e9d.pth``); never downloads,
             raises FileNotFoundError if the file is missing. False: untrained VGG (warning).
         vgg_weights_path (str | None): torchvision-layout weights file. Default: None.
+        embedding (str): how each VGG layer's map ``G_l(x)`` (C, H, W) becomes the vector of
+            the cosine, as in :class:`ContrastiveLoss`: 'flatten' (default, the paper's Eq. 4:
+            content compared position by position), 'pooled' (channel means), 'stats' (channel
+            means and population stds, AdaIN) or 'gram' (Gram matrix / HW, Gatys et al.).
 
     Shapes: ``forward(anchor (B, C, H, W), positive (B, C, H, W), negatives (B, N, C, H, W),
     neg_mask=None)``.
     """
-
-    def __init__(self,
-                 loss_weight=1.0,
-                 temperature=1e-6,
-                 reduction='mean',
-                 layer_weights=None,
-                 vgg_type='vgg19',
-                 use_input_norm=True,
-                 range_norm=False,
-                 pretrained=True,
-                 vgg_weights_path=None):
-        super().__init__(loss_weight, temperature, reduction)
-        self._init_vgg(layer_weights, vgg_type, use_input_norm, range_norm, pretrained, vgg_weights_path)
 
 
 @LOSS_REGISTRY.register()
@@ -534,21 +501,13 @@ class ExtendedImageContrastiveLoss(_VGGFeatureSpace, ExtendedContrastiveLoss):
     real degraded image, positives = restored real clear images, negatives = real degraded
     images of other degradation types.
 
-    Args: as :class:`ImageContrastiveLoss`.
+    Args: as :class:`ImageContrastiveLoss`. The positives are restored real clear images with
+    *other* content: with ``embedding: flatten`` (the paper's reading) each output is pulled
+    towards their VGG maps position by position, i.e. towards other images' content (colour
+    casts, collapse); ``pooled``, ``stats`` or ``gram`` compare content-independent statistics
+    of the maps (invariant to permuting spatial positions), i.e. the clear domain. Example:
+    ``image_cl_opt: {type: ExtendedImageContrastiveLoss, embedding: stats, temperature: 1.0e-6}``.
 
     Shapes: ``forward(anchor (B, C, H, W), positives (B, P, C, H, W), negatives (B, N, C, H, W),
     pos_mask=None, neg_mask=None)``.
     """
-
-    def __init__(self,
-                 loss_weight=1.0,
-                 temperature=1e-6,
-                 reduction='mean',
-                 layer_weights=None,
-                 vgg_type='vgg19',
-                 use_input_norm=True,
-                 range_norm=False,
-                 pretrained=True,
-                 vgg_weights_path=None):
-        super().__init__(loss_weight, temperature, reduction)
-        self._init_vgg(layer_weights, vgg_type, use_input_norm, range_norm, pretrained, vgg_weights_path)

@@ -13,19 +13,15 @@ with the ``forward(anchor, positive, negatives)`` signature works, typically
       pixel_opt: {type: L1Loss, loss_weight: 1.0}
       contrastive_opt: {type: ImageContrastiveLoss, loss_weight: 0.1, temperature: 0.1}
 
-For networks that return several outputs (MPRNet's stages), the first is the restored image.
+For networks that return several outputs (MPRNet's stages), the first is the restored image
+(:func:`~uniremoval.utils.pixel_range.final_output`).
 """
 from collections import OrderedDict
 
-from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
-from uniremoval.models.model_mixins import SafeCheckpointMixin, perceptual_terms
-
-
-def first_output(output):
-    """The restored image of a network that may return a list/tuple of outputs (final first)."""
-    return output[0] if isinstance(output, (list, tuple)) else output
+from uniremoval.models.model_mixins import SafeCheckpointMixin, build_optional_loss, perceptual_terms
+from uniremoval.utils.pixel_range import final_output
 
 
 @MODEL_REGISTRY.register()
@@ -33,13 +29,12 @@ class ContrastiveRestorationModel(SafeCheckpointMixin, SRModel):
     """``SRModel`` with an optional contrastive term (see module docstring); the ``l_contrast`` term is logged."""
 
     def init_training_settings(self):
-        contrastive_opt = self.opt['train'].get('contrastive_opt')
-        self.cri_contrastive = build_loss(contrastive_opt).to(self.device) if contrastive_opt else None
+        self.cri_contrastive = build_optional_loss(self.opt['train'], 'contrastive_opt', self.device)
         super().init_training_settings()
 
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad()
-        self.output = first_output(self.net_g(self.lq))
+        self.output = final_output(self.net_g(self.lq))
         l_total = 0
         loss_dict = OrderedDict()
         if self.cri_pix:
@@ -64,4 +59,4 @@ class ContrastiveRestorationModel(SafeCheckpointMixin, SRModel):
 
     def test(self):
         super().test()
-        self.output = first_output(self.output)
+        self.output = final_output(self.output)

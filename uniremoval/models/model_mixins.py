@@ -1,6 +1,10 @@
 """Behaviour shared by the uniremoval models on top of BasicSR's ``BaseModel``.
 
+:class:`StagedRestorationMixin` runs a multi-stage network (MPRNet) in its pixel range.
 :class:`PerTypeValidationMixin` reports validation metrics per degradation type.
+:func:`build_optional_loss` builds a ``train.<key>`` loss where the option is set.
+:func:`perceptual_terms` splits BasicSR's ``PerceptualLoss`` into its logged terms.
+:class:`EpochSchedulerMixin` adds the per-epoch ``EpochExponentialLR`` schedule to ``setup_schedulers``.
 :class:`SafeCheckpointMixin` replaces three ``BaseModel`` methods:
 
 * ``load_network`` reads with ``weights_only=True`` and also accepts official ``{'state_dict': ...}``
@@ -12,12 +16,17 @@
 from os import path as osp
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
+from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
+from uniremoval.metrics.metric_util import is_no_reference
+from uniremoval.models.lr_scheduler import EpochExponentialLR
 from uniremoval.utils.checkpoint import atomic_torch_save, load_state_dict_file, strip_module_prefix
+from uniremoval.utils.pixel_range import final_output, from_network_range, parse_pixel_range, to_network_range
 
 
 class SafeCheckpointMixin:
@@ -58,8 +67,46 @@ class SafeCheckpointMixin:
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
 
-# Metrics that score the restored image alone; the others need the ground truth (``img2``).
-NO_REFERENCE_METRICS = {'calculate_niqe', 'calculate_brisque', 'calculate_piqe'}
+class StagedRestorationMixin:
+    """Runs a multi-stage restoration network (outputs final first) in its pixel range.
+
+    Maps [0, 1] data to the network's root option ``pixel_range`` and back
+    (:mod:`uniremoval.utils.pixel_range`; the paper normalises to [-1, 1], arXiv 2307.05075 §IV-A1);
+    ``test()`` keeps the final stage's output as ``self.output``. Call :meth:`init_pixel_range` in
+    ``__init__`` before ``super().__init__(opt)``.
+    """
+
+    def init_pixel_range(self):
+        """Read the root options ``pixel_range`` and ``feat_layers``."""
+        self.pixel_range = parse_pixel_range(self.opt)
+        # intermediate features compared by Uni-Removal's feature-grained losses (see MPRNet.forward)
+        self.feat_layers = tuple(self.opt.get('feat_layers') or ('orsnet',))
+
+    def to_network_range(self, img):
+        return to_network_range(img, self.pixel_range)
+
+    def from_network_range(self, img):
+        return from_network_range(img, self.pixel_range)
+
+    def stage_outputs(self, net, lq):
+        """All stage outputs of ``net`` for [0, 1] input ``lq``, in [0, 1]."""
+        outputs = net(self.to_network_range(lq))
+        if isinstance(outputs, torch.Tensor):
+            outputs = [outputs]
+        return [self.from_network_range(o) for o in outputs]
+
+    def restore_with_feats(self, net, img):
+        """Final restored image of ``net`` for [0, 1] input ``img`` (in [0, 1]) and its ``feat_layers`` features."""
+        outputs, feats = net(self.to_network_range(img), return_feats=True, feat_layers=self.feat_layers)
+        return self.from_network_range(final_output(outputs)), feats
+
+    def test(self):
+        net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            self.output = self.stage_outputs(net, self.lq)[0]
+        net.train(was_training)
 
 
 class PerTypeValidationMixin:
@@ -68,8 +115,9 @@ class PerTypeValidationMixin:
     Samples carry their type name under ``degradation`` (``MultiDegradationDataset``,
     ``UnpairedDegradationDataset``); samples without it count under the dataset's name.
     Full-reference metrics (PSNR, SSIM) are computed where a sample has ground truth and skipped
-    where it has none; no-reference metrics (:data:`NO_REFERENCE_METRICS`: NIQE, BRISQUE, PIQE)
-    are computed for every sample, so real test sets without ground truth validate too.
+    where it has none; no-reference metrics (NIQE, BRISQUE, PIQE:
+    :data:`~uniremoval.metrics.metric_util.NO_REFERENCE_METRICS`) are computed for every sample, so
+    real test sets without ground truth validate too.
     ``self.metric_results`` holds each metric's mean over the types that have it (what BasicSR's
     best-metric tracking and ``basicsr test`` read) and ``self.metric_results_per_type[type][metric]``
     the per-type averages. Restored images are saved under ``visualization/<type>/`` when
@@ -92,13 +140,14 @@ class PerTypeValidationMixin:
                 img_name = osp.splitext(osp.basename(val_data['lq_path'][i]))[0]
                 sr_img = tensor2img([results[i:i + 1]])
                 if save_img:
-                    suffix = current_iter if self.opt['is_train'] else (self.opt['val'].get('suffix') or self.opt['name'])
+                    suffix = current_iter if self.opt['is_train'] else (
+                        self.opt['val'].get('suffix') or self.opt['name'])
                     imwrite(sr_img, osp.join(self.opt['path']['visualization'], kind, f'{img_name}_{suffix}.png'))
                 data = {'img': sr_img}
                 if gts is not None:
                     data['img2'] = tensor2img([gts[i:i + 1]])
                 for name, opt_ in metrics_opt.items():
-                    if opt_['type'] not in NO_REFERENCE_METRICS and 'img2' not in data:
+                    if not is_no_reference(opt_['type']) and 'img2' not in data:
                         continue
                     sums.setdefault(kind, {}).setdefault(name, 0.0)
                     counts.setdefault(kind, {}).setdefault(name, 0)
@@ -139,6 +188,49 @@ class PerTypeValidationMixin:
                     tb_logger.add_scalar(f'metrics/{dataset_name}/{kind}/{metric}', value, current_iter)
             for metric, value in self.metric_results.items():
                 tb_logger.add_scalar(f'metrics/{dataset_name}/{metric}', value, current_iter)
+
+
+class EpochSchedulerMixin:
+    """``setup_schedulers`` that also builds :class:`~uniremoval.models.lr_scheduler.EpochExponentialLR`.
+
+    Uni-Removal decays the learning rate by 0.99 on every epoch in both stages (arXiv 2307.05075, §IV-A2).
+    Mix in before a BasicSR model class (``class M(EpochSchedulerMixin, SRModel)``) and set::
+
+        train:
+          scheduler:
+            type: EpochExponentialLR
+            gamma: 0.99
+            iters_per_epoch: ~   # default: train.iters_per_epoch (uniremoval's train sets it to len(train_loader))
+
+    One scheduler is built per optimizer, stepped per iteration by ``update_learning_rate`` as usual; any
+    other ``type`` goes to BasicSR's ``setup_schedulers`` (MultiStepLR, CosineAnnealingRestartLR, or its
+    ``NotImplementedError``).
+    """
+
+    _EPOCH_EXPONENTIAL_KEYS = ('type', 'gamma', 'iters_per_epoch')
+
+    def setup_schedulers(self):
+        train_opt = self.opt['train']
+        scheduler_opt = train_opt['scheduler']
+        if scheduler_opt.get('type') != 'EpochExponentialLR':
+            return super().setup_schedulers()
+        unknown = sorted(set(scheduler_opt) - set(self._EPOCH_EXPONENTIAL_KEYS))
+        if unknown:
+            raise ValueError(f'train:scheduler: unknown options {unknown} for EpochExponentialLR '
+                             f'(it takes {list(self._EPOCH_EXPONENTIAL_KEYS)})')
+        if scheduler_opt.get('gamma') is None:
+            raise ValueError('train:scheduler:gamma must be set for EpochExponentialLR (0.99 in Uni-Removal)')
+        iters_per_epoch = scheduler_opt.get('iters_per_epoch') or train_opt.get('iters_per_epoch')
+        if not iters_per_epoch:
+            raise ValueError('EpochExponentialLR needs train:scheduler:iters_per_epoch or train:iters_per_epoch '
+                             '(uniremoval train sets train:iters_per_epoch to the batches per epoch)')
+        for optimizer in self.optimizers:
+            self.schedulers.append(EpochExponentialLR(optimizer, scheduler_opt['gamma'], iters_per_epoch))
+
+
+def build_optional_loss(train_opt, key, device):
+    """The registered loss of ``train_opt[key]`` (e.g. ``'edge_opt'``) on ``device``, or ``None`` when unset."""
+    return build_loss(train_opt[key]).to(device) if train_opt.get(key) else None
 
 
 def perceptual_terms(cri_perceptual, output, gt):

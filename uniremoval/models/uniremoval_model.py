@@ -45,13 +45,12 @@ from copy import deepcopy
 import torch
 
 from basicsr.archs import build_network
-from basicsr.losses import build_loss
 from basicsr.models.sr_model import SRModel
 from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
-from uniremoval.models.model_mixins import PerTypeValidationMixin, SafeCheckpointMixin
-from uniremoval.models.mprnet_model import StagedRestorationMixin
+from uniremoval.models.model_mixins import (PerTypeValidationMixin, SafeCheckpointMixin, StagedRestorationMixin,
+                                            build_optional_loss)
 
 
 def decayed_weight(base, decay, epoch):
@@ -110,7 +109,7 @@ class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
 
     def __init__(self, opt):
         self.opt = opt
-        self._init_pixel_range()
+        self.init_pixel_range()
         super().__init__(opt)
         if self.is_train:
             self._build_teachers()
@@ -137,10 +136,8 @@ class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
 
     def init_training_settings(self):
         train_opt = self.opt['train']
-        self.cri_image_cl = build_loss(train_opt['image_cl_opt']).to(self.device) \
-            if train_opt.get('image_cl_opt') else None
-        self.cri_feature_cl = build_loss(train_opt['feature_cl_opt']).to(self.device) \
-            if train_opt.get('feature_cl_opt') else None
+        self.cri_image_cl = build_optional_loss(train_opt, 'image_cl_opt', self.device)
+        self.cri_feature_cl = build_optional_loss(train_opt, 'feature_cl_opt', self.device)
         self._init_feature_decay(train_opt)
         super().init_training_settings()  # pixel_opt (Eq. 1), optimizers, schedulers
 
@@ -219,7 +216,6 @@ class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
             self.model_ema(decay=self.ema_decay)
 
 
-
 @MODEL_REGISTRY.register()
 class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValidationMixin, SafeCheckpointMixin,
                         SRGANModel):
@@ -242,13 +238,14 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
 
     def __init__(self, opt):
         self.opt = opt
-        self._init_pixel_range()
+        self.init_pixel_range()
         super().__init__(opt)
 
     def init_training_settings(self):
         train_opt = self.opt['train']
-        for key in ('identity_opt', 'image_cl_opt', 'feature_cl_opt'):
-            setattr(self, 'cri_' + key[:-4], build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None)
+        self.cri_identity = build_optional_loss(train_opt, 'identity_opt', self.device)
+        self.cri_image_cl = build_optional_loss(train_opt, 'image_cl_opt', self.device)
+        self.cri_feature_cl = build_optional_loss(train_opt, 'feature_cl_opt', self.device)
         self._init_feature_decay(train_opt)
         super().init_training_settings()  # net_d, gan_opt, optimizers, schedulers
         if self.cri_gan is None:

@@ -32,8 +32,9 @@ results that differ slightly from whole-image ones; the blending hides the seams
 import math
 
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
+
+from uniremoval.utils.padding import pad_to_multiple
 
 
 def _pair(value, name):
@@ -42,21 +43,6 @@ def _pair(value, name):
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return tuple(value)
     raise TypeError(f'{name} must be an int or a pair of ints (height, width), got {value!r}')
-
-
-def pad_to_multiple(x, multiple):
-    """Pad ``x`` (..., H, W) at the bottom and right so that H and W are multiples of ``multiple``.
-
-    Reflection padding; a side too short to reflect (padding >= its size) is replicate-padded.
-    Returns ``x`` itself when nothing is needed.
-    """
-    height, width = x.shape[-2:]
-    pad_h = -height % multiple
-    pad_w = -width % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
-    mode = 'reflect' if pad_h < height and pad_w < width else 'replicate'
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
 def tile_starts(length, tile, overlap):

@@ -1,8 +1,9 @@
 """Pack image datasets into BasicSR-style LMDBs, safely.
 
-The engine behind ``datasets_prep/pack.py``: a dataset layout is turned into a list of
-:class:`Item` (an lq image, its gt image or ``None`` for unpaired data, an LMDB key and a
-*group*, the source image the split keeps together), and :func:`pack` writes them.
+The engine behind ``datasets_prep/pack.py``, which imports it from its own folder as
+``lmdb_packing`` (an offline tool: nothing at training time uses it). A dataset layout is turned
+into a list of :class:`Item` (an lq image, its gt image or ``None`` for unpaired data, an LMDB key
+and a *group*, the source image the split keeps together), and :func:`pack` writes them.
 
 Output, exactly the format of BasicSR's ``basicsr/utils/lmdb_util.py`` (so BasicSR's
 ``PairedImageDataset`` with ``io_backend: {type: lmdb}`` and
@@ -464,6 +465,13 @@ def pack(items: Sequence[Item],
          map_size=1 << 30):
     """Write ``items`` into BasicSR LMDBs under ``out``; see the module docstring.
 
+    The stages, each a function below: check the options (:func:`_check_options`), sanitize the
+    keys (:func:`_plan_items`), refuse existing outputs (:func:`_refuse_existing`), check every item
+    from its image headers (:func:`_drop_bad_items`), hold groups out for validation
+    (:func:`_split_items`), remove temporary folders of killed runs, then read, crop and write each
+    split into LMDBs (and their ``meta_info.txt``) under temporary names and rename them all into
+    place once every one is complete (:func:`_write_outputs`).
+
     Args:
         items: the source images (pairs), e.g. from a layout reader of ``datasets_prep/pack.py``.
         out (str): output folder (created if needed).
@@ -487,17 +495,46 @@ def pack(items: Sequence[Item],
     Raises:
         PackError: bad options, existing outputs, bad items (without ``skip_bad``), nothing to pack.
     """
+    splitting = val_fraction is not None or val_count is not None
+    workers = _check_options(split, val_split, splitting, compress_level, workers)
+    items, report = _plan_items(items, paired, problems, skip_bad)
+
+    split_names = [split, val_split] if splitting else [split]
+    targets = {s: output_paths(out, s, paired) for s in split_names}
+    _refuse_existing(targets, overwrite)
+
+    opts = dict(crop=crop, compress_level=compress_level, gt_center_crop=gt_center_crop)  # the workers' options
+    items = _drop_bad_items(items, opts, workers, progress, skip_bad, report)
+    by_split = _split_items(items, split, val_split if splitting else None, val_fraction, val_count, seed)
+
+    for paths in targets.values():
+        for p in paths:
+            report.removed_leftovers += remove_stale_temps(p)
+    _write_outputs(by_split, targets, out, paired, opts, workers, progress, skip_bad, map_size, report)
+    return report
+
+
+def _check_options(split, val_split, splitting, compress_level, workers):
+    """Check the options that need no item; return the number of worker processes."""
     if not 0 <= compress_level <= 9:
         raise PackError(f'the PNG compression level must be 0-9, got {compress_level}.')
     for name in (split, val_split):
         if not re.fullmatch(r'[A-Za-z0-9_.-]+', name or ''):
             raise PackError(f'split names may hold only letters, digits, ".", "_" and "-", got {name!r}.')
-    splitting = val_fraction is not None or val_count is not None
     if splitting and val_split == split:
         raise PackError(f'the validation split needs a name other than {split!r}.')
     workers = default_workers() if workers is None else int(workers)
     if workers < 1:
         raise PackError(f'workers must be at least 1, got {workers}.')
+    return workers
+
+
+def _plan_items(items, paired, problems, skip_bad):
+    """The items with sanitized, unique keys, and a :class:`PackReport` that lists ``problems`` as skipped.
+
+    Refuses items without a gt in ``paired`` mode, listing ``problems`` (without ``skip_bad``), keys
+    that several images would share and an empty list.
+    """
     items = list(items)
     if paired and any(it.gt is None for it in items):
         raise PackError('paired packing needs a gt for every item.')
@@ -507,7 +544,6 @@ def pack(items: Sequence[Item],
         raise PackError(f'{len(problems)} bad item(s) (pass --skip-bad to leave them out):\n{listing(problems)}')
     report = PackReport(skipped=problems)
 
-    # keys: sanitized, unique
     items = [Item(sanitize_key(it.key), it.lq, it.gt, it.group_id) for it in items]
     seen = {}
     for it in items:
@@ -517,16 +553,22 @@ def pack(items: Sequence[Item],
         raise PackError(f'{len(clashes)} LMDB key(s) would be shared by several images:\n{listing(clashes)}')
     if not items:
         raise PackError('nothing to pack: no images found' + (' (all were bad)' if problems else '') + '.')
+    return items, report
 
-    # outputs: refuse existing ones before any work
-    split_names = [split, val_split] if splitting else [split]
-    targets = {s: output_paths(out, s, paired) for s in split_names}
+
+def _refuse_existing(targets, overwrite):
+    """Refuse outputs that exist already (``targets``: split -> LMDB paths) unless ``overwrite``, before any work."""
     existing = [p for paths in targets.values() for p in paths if osp.exists(p)]
     if existing and not overwrite:
         raise PackError('output already exists (pass --overwrite to replace it): ' + ', '.join(existing))
 
-    # check every item from image headers: the complete list of bad ones before writing anything
-    opts = dict(crop=crop, compress_level=compress_level, gt_center_crop=gt_center_crop)
+
+def _drop_bad_items(items, opts, workers, progress, skip_bad, report):
+    """Check every item from its image headers and return the good ones.
+
+    The complete list of bad items is known before anything is written: it stops the run, or with
+    ``skip_bad`` is added to ``report.skipped``.
+    """
     with closing(_run(_probe, items, opts, workers, 'check', progress)) as results:
         bad = [(it, problem) for it, problem in zip(items, results) if problem is not None]
     if bad and not skip_bad:
@@ -537,43 +579,33 @@ def pack(items: Sequence[Item],
     items = [it for it in items if it not in bad_items]
     if not items:
         raise PackError('nothing to pack: every item is bad.')
+    return items
 
+
+def _split_items(items, split, val_split, val_fraction, val_count, seed):
+    """``{split name: items sorted by key}``; groups held out by :func:`split_groups` go to ``val_split``.
+
+    ``val_split`` is None when nothing is held out.
+    """
     held_out = split_groups([it.group_id for it in items], val_fraction, val_count, seed)
     by_split = {split: sorted((it for it in items if it.group_id not in held_out), key=lambda it: it.key)}
-    if splitting:
+    if val_split is not None:
         by_split[val_split] = sorted((it for it in items if it.group_id in held_out), key=lambda it: it.key)
+    return by_split
 
-    for paths in targets.values():
-        for p in paths:
-            report.removed_leftovers += remove_stale_temps(p)
+
+def _write_outputs(by_split, targets, out, paired, opts, workers, progress, skip_bad, map_size, report):
+    """Write every split under temporary names, then rename all of them into place.
+
+    Any failure (or interruption) removes every temporary LMDB, and ``out`` if this run created it
+    and left it empty, so existing outputs stay untouched.
+    """
     created_out = not osp.isdir(out)
     writers = []
     try:
         for s, split_items in by_split.items():
-            lq_writer = LmdbWriter(targets[s][0], compress_level, map_size)
-            writers.append(lq_writer)
-            gt_writer = None
-            if paired:
-                gt_writer = LmdbWriter(targets[s][1], compress_level, map_size)
-                writers.append(gt_writer)
-            n_sources = 0
-            with closing(_run(_process, split_items, opts, workers, s, progress)) as results:
-                for entries, problem in results:
-                    if problem is not None:  # passed the header check, failed to decode
-                        if not skip_bad:
-                            raise PackError(f'bad item (pass --skip-bad to leave such items out and list them '
-                                            f'at the end):\n  {problem}')
-                        report.skipped.append(problem)
-                        continue
-                    n_sources += 1
-                    for key, shape, lq_bytes, gt_shape, gt_bytes in entries:
-                        lq_writer.put(key, lq_bytes, shape)
-                        if gt_writer is not None:
-                            gt_writer.put(key, gt_bytes, gt_shape)
-            if lq_writer.count == 0:
-                raise PackError(f'split {s!r}: nothing left to pack, every image was bad.')
-            report.sources[s], report.entries[s] = n_sources, lq_writer.count
-            report.outputs[s] = targets[s]
+            _write_split(s, split_items, targets[s], paired, opts, workers, progress, skip_bad, map_size, writers,
+                         report)
         for writer in writers:
             writer.close()
         for writer in writers:
@@ -587,7 +619,38 @@ def pack(items: Sequence[Item],
             except OSError:
                 pass
         raise
-    return report
+
+
+def _write_split(name, split_items, paths, paired, opts, workers, progress, skip_bad, map_size, writers, report):
+    """Read, crop and encode the items of split ``name`` and write them into its LMDB(s) under temporary names.
+
+    The :class:`LmdbWriter` s opened are appended to ``writers`` (so that the caller can abort them);
+    ``report`` gets the split's counts and outputs, or the items that fail to decode with ``skip_bad``.
+    """
+    lq_writer = LmdbWriter(paths[0], opts['compress_level'], map_size)
+    writers.append(lq_writer)
+    gt_writer = None
+    if paired:
+        gt_writer = LmdbWriter(paths[1], opts['compress_level'], map_size)
+        writers.append(gt_writer)
+    n_sources = 0
+    with closing(_run(_process, split_items, opts, workers, name, progress)) as results:
+        for entries, problem in results:
+            if problem is not None:  # passed the header check, failed to decode
+                if not skip_bad:
+                    raise PackError(f'bad item (pass --skip-bad to leave such items out and list them '
+                                    f'at the end):\n  {problem}')
+                report.skipped.append(problem)
+                continue
+            n_sources += 1
+            for key, shape, lq_bytes, gt_shape, gt_bytes in entries:
+                lq_writer.put(key, lq_bytes, shape)
+                if gt_writer is not None:
+                    gt_writer.put(key, gt_bytes, gt_shape)
+    if lq_writer.count == 0:
+        raise PackError(f'split {name!r}: nothing left to pack, every image was bad.')
+    report.sources[name], report.entries[name] = n_sources, lq_writer.count
+    report.outputs[name] = paths
 
 
 def _run(func, items, opts, workers, desc, progress):

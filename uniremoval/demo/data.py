@@ -43,7 +43,7 @@ place at the end, so an interrupted run never leaves a half-written ``<out>``.
 Usage::
 
     python datasets_prep/build_demo_data.py --out datasets/demo [--seed 0] [--overwrite]
-    python -m uniremoval.data.demo_data --out datasets/demo   # the same
+    python -m uniremoval.demo.data --out datasets/demo   # the same
 """
 import argparse
 import json
