@@ -1,6 +1,7 @@
 # Two commands, each doing its own set-up on a fresh clone:
 #   make demo   creates .venv, installs, builds demo data, trains and restores on CPU, writes a report
 #   make test   creates .venv if missing, installs, runs the pytest suite
+#   make lint   flake8 + isort check (.ci/run runs it before the tests)
 PYTHON ?= python3
 VENV ?= .venv
 VPY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ VPY := $(VENV)/bin/python
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo clean
+.PHONY: install test demo lint format clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,15 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(VPY) -m pytest -q tests
+
+# flake8 (style, unused names) and isort (import order), settings in setup.cfg
+lint: $(STAMP)
+	$(VPY) -m flake8 uniremoval tests bench datasets_prep setup.py
+	$(VPY) -m isort --check-only --diff uniremoval tests bench datasets_prep setup.py
+
+# rewrite the import order in place (flake8's findings are fixed by hand)
+format: $(STAMP)
+	$(VPY) -m isort uniremoval tests bench datasets_prep setup.py
 
 demo: $(STAMP)
 	$(VPY) -m uniremoval.demo --out results/demo

@@ -36,7 +36,7 @@ setup(
     package_data={'uniremoval.metrics': ['brisque_live_model.npz', 'BRISQUE_LIVE_LICENSE.txt']},
     install_requires=read_requirements(),
     extras_require={
-        'test': ['pytest>=7'],
+        'test': ['pytest>=7', 'flake8>=7', 'isort>=5.12'],
         # the demo's loss curves, and more bundled photos for the demo data
         'demo': ['matplotlib>=3.7', 'scikit-learn>=1.3'],
     },

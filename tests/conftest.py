@@ -7,9 +7,8 @@ from os import path as osp
 import cv2
 import numpy as np
 import pytest
-import yaml
-
 import torch
+import yaml
 
 import uniremoval  # noqa: F401  (compat shim + registration before any basicsr import)
 from uniremoval.options import load_option_file

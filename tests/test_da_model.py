@@ -6,8 +6,8 @@ import torch
 
 from basicsr.archs import build_network
 from basicsr.models import build_model
-from conftest import REPO
 from uniremoval.options import parse_options
+from conftest import REPO
 
 DA_TINY = osp.join(REPO, 'options', 'demo', 'da_tiny.yml')
 
@@ -83,7 +83,7 @@ def test_identity_loss_is_zero_for_an_identity_network(da_model):
     assert torch.equal(da_model.output, batch['lq'])
 
 
-def test_extended_contrastive_terms_use_clear_positives_and_other_type_negatives(da_model, monkeypatch):
+def _spy_contrastive_calls(da_model, monkeypatch):
     seen = {}
     for name in ('cri_image_cl', 'cri_feature_cl'):
         cri = getattr(da_model, name)
@@ -94,16 +94,73 @@ def test_extended_contrastive_terms_use_clear_positives_and_other_type_negatives
             return _orig(anchor, positives, negatives, pos_mask=pos_mask, neg_mask=neg_mask)
 
         monkeypatch.setattr(cri, 'forward', spy)
+    return seen
+
+
+OTHER_TYPE_MASK = torch.tensor([[False, False, True], [False, False, True], [True, True, False]])  # labels 0, 0, 1
+
+
+@pytest.mark.parametrize('negatives', ['all', 'other_types'])
+def test_extended_contrastive_terms_use_clear_positives_and_the_chosen_negatives(da_model, monkeypatch, negatives):
+    """Eq. 11 (image): negatives are the batch's degraded inputs, all of them by default (the paper's "a batch of
+    real-world degraded images"), the anchor's own input included; 'other_types' masks same-type inputs.
+    Eq. 10 (feature): negatives are always degraded features of other types."""
+    da_model.image_cl_negatives = negatives
+    seen = _spy_contrastive_calls(da_model, monkeypatch)
     batch = _batch([0, 0, 1])
     da_model.feed_data(batch)
     da_model.generator_losses(1)
-    expected_mask = torch.tensor([[False, False, True], [False, False, True], [True, True, False]])
     img = seen['cri_image_cl']
     assert img['pos'].shape[:2] == (3, 3) and not img['pos'].requires_grad  # restored clear images, detached
-    assert torch.equal(img['neg'][1], batch['lq']) and torch.equal(img['mask'], expected_mask)
+    for i in range(3):  # every anchor sees the whole batch of degraded inputs, its own among them
+        assert torch.equal(img['neg'][i], batch['lq'])
+    if negatives == 'all':
+        assert img['mask'] is None
+    else:
+        assert torch.equal(img['mask'], OTHER_TYPE_MASK) and not img['mask'].diagonal().any()
     feat = seen['cri_feature_cl']
     assert feat['pos'].shape[:2] == (3, 3) and not feat['pos'].requires_grad
-    assert feat['neg'].requires_grad and torch.equal(feat['mask'], expected_mask)
+    assert feat['neg'].requires_grad and torch.equal(feat['mask'], OTHER_TYPE_MASK)
+
+
+def test_image_negatives_option_changes_the_loss_value(da_model):
+    batch = _batch([0, 0, 1])
+    da_model.feed_data(batch)
+    with torch.no_grad():
+        losses = {}
+        for negatives in ('all', 'other_types'):
+            da_model.image_cl_negatives = negatives
+            losses[negatives] = da_model.generator_losses(1)[1]['l_excl_img'].item()
+    # more negatives in the denominator: the loss can only grow
+    assert losses['all'] > losses['other_types']
+
+
+def test_default_options_follow_the_paper(da_model):
+    assert da_model.image_cl_negatives == 'all' and da_model.supervised_stages == 'final'
+
+
+def test_identity_on_all_stages_sums_the_stage_losses(da_model):
+    batch = _batch([0, 1, 2])
+    da_model.feed_data(batch)
+    with torch.no_grad():
+        stages, _ = da_model.restore_stages_with_feats(da_model.net_g, batch['clear'])
+        assert len(stages) == 3
+        expected = sum(da_model.cri_identity(s, batch['clear']) for s in stages)
+        da_model.supervised_stages = 'all'
+        got = da_model.generator_losses(1)[1]['l_idt']
+        da_model.supervised_stages = 'final'
+        final = da_model.generator_losses(1)[1]['l_idt']
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert final.item() == pytest.approx(da_model.cri_identity(stages[0], batch['clear']).item(), rel=1e-6)
+
+
+def test_bad_choice_option_names_the_key(tmp_path):
+    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True)
+    opt['train']['image_cl_negatives'] = 'same_type'
+    opt['train']['iters_per_epoch'] = 4
+    opt['path']['pretrain_network_g'] = None
+    with pytest.raises(ValueError, match='image_cl_negatives'):
+        build_model(opt)
 
 
 def test_feature_weight_decays_per_epoch(da_model):
@@ -116,9 +173,11 @@ def test_tiny_da_run_writes_checkpoints_resumes_and_scores_per_type(tmp_path):
     """basicsr train on UnpairedDegradationDataset: checkpoints of G and D, auto-resume, per-type metrics
     (PSNR/SSIM only where ground truth exists, PIQE/BRISQUE everywhere)."""
     import os
+
     import yaml
-    from conftest import run_cli, write_pairs
+
     from uniremoval.options import load_option_file
+    from conftest import run_cli, write_pairs
     opt = load_option_file(DA_TINY)
     sources_train, sources_val = [], []
     for i, kind in enumerate(('haze', 'rain')):

@@ -6,7 +6,7 @@ import pytest
 import uniremoval  # noqa: F401  (compat shim + registration)
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils.registry import METRIC_REGISTRY
-from uniremoval.demo import options, pipeline, report
+from uniremoval.demo import evidence, options, pipeline, report, shipped
 
 
 def _scores(psnr):
@@ -14,42 +14,137 @@ def _scores(psnr):
             for i, k in enumerate(('haze', 'rain', 'blur'))}
 
 
-def test_report_tables_markdown_and_html(tmp_path):
-    results = {
-        'synthetic': {'input': _scores(10), 'KT student': _scores(20)},
-        'real': {'input': _scores(5), 'DA student': _scores(15)},
-        'kt_ablation': {'L1 to teacher only': _scores(21)},
-        'curves': False,
-        'minutes': {'teachers': 1.0, 'total': 2.5},
-        'settings': dict(teacher_iters=1, kt_iters=2, da_iters=3, patch=32, batch=4, seed=0),
-    }
+def _results():
+    syn = {'input': _scores(10), 'teacher (own type)': _scores(14), 'KT student': _scores(13),
+           'DA student': _scores(12)}
+    real = {'input': _scores(5), 'KT student': _scores(15), 'DA student': _scores(15.5)}
+    for column in real.values():
+        for scores in column.values():
+            scores.update(brisque=30.0, cast=1.0)
+    for scores in real['DA student'].values():
+        scores['piqe'] += 5  # DA worse than KT in PIQE
+    return {'synthetic': syn, 'real': real, 'curves': False,
+            'minutes': {'teachers': 1.0, 'total': 2.5, 'main pipeline': 2.0},
+            'settings': dict(teacher_iters=1, kt_iters=2, da_iters=3, patch=32, batch=4, seed=0, seeds=[0, 1],
+                             ablation_iters=5, from_scratch=True)}
+
+
+def test_goal_table_known_answers():
+    results = _results()
+    goals = {g['goal'].split(' (')[0]: g for g in evidence.demo_goals(results)}
+    haze = goals['haze teacher >= input + 3 dB']
+    assert haze['met'] and haze['measured'] == '+4.00 dB'
+    assert goals['blur teacher >= input + 1 dB']['met']
+    kt_over = goals['KT student mean >= input mean + 2 dB']
+    assert kt_over['measured'] == '+3.00 dB' and kt_over['met']
+    assert goals['KT student mean >= teachers mean - 1 dB']['met']  # -1.00 dB is within 1 dB
+    assert goals['real split: DA mean PSNR >= KT mean']['met']
+    assert goals['real split: DA mean PIQE <= KT mean']['met'] is False
+    assert goals['real split: no colour cast from DA']['met']
+    results['synthetic']['KT student'] = _scores(12.5)
+    goals = {g['goal'].split(' (')[0]: g for g in evidence.demo_goals(results)}
+    assert goals['KT student mean >= teachers mean - 1 dB']['met'] is False
+
+
+def test_ladder_summary_spread_and_verdicts():
+    def run(psnr):
+        return {k: {'psnr': psnr, 'ssim': 0.5} for k in ('haze', 'rain')}
+
+    ladder = {'a': [run(10), run(12)], 'b': [run(10.5), run(11.5)], 'c': [run(14), run(14.2)], 'alt': [run(1), run(1)]}
+    summary = evidence.summarise_ladder(ladder, n_ladder=3)
+    assert summary['a']['mean_psnr'] == {'mean': 11.0, 'std': 1.0, 'n': 2}
+    assert summary['b']['vs'] == 'a' and summary['b']['verdict'] == 'no difference'  # 0.0 <= spread 1.0
+    assert summary['c']['vs'] == 'b' and summary['c']['verdict'] == 'better'  # +3.1 > spread 0.5
+    assert summary['alt']['vs'] == 'c' and summary['alt']['verdict'] == 'worse'  # alternatives vs the full model
+    assert not evidence.ordering_holds(summary, 3)
+    summary['b']['verdict'] = 'better'
+    assert evidence.ordering_holds(summary, 3)
+
+
+def test_color_cast_ignores_uniform_offsets_and_measures_tints():
+    gt = np.full((8, 8, 3), 100, np.uint8)
+    assert pipeline.color_cast([gt + 20], [gt]) == 0.0  # brighter, no cast
+    tinted = gt.copy()
+    tinted[..., 1] += 12  # green
+    assert pipeline.color_cast([tinted, gt], [gt, gt]) == pytest.approx(6.0)
+
+
+def test_report_goals_first_ladders_and_html(tmp_path):
+    results = _results()
+    results['goals'] = evidence.demo_goals(results)
+    ladder = {'BKT': [_scores(10), _scores(11)], 'BKT + ICL': [_scores(12), _scores(12)]}
+    results['kt_ladder_summary'] = evidence.summarise_ladder(ladder, 2)
+    results['kt_ladder_ordering_holds'] = evidence.ordering_holds(results['kt_ladder_summary'], 2)
     report.write_report(results, str(tmp_path))
     md = (tmp_path / 'report.md').read_text()
-    assert '| KT student | 20.00 / 0.500 | 21.00 / 0.600 | 22.00 / 0.700 | 21.00 |' in md
-    assert '| DA student | 15.00 / 0.500 / 40.00 | 16.00 / 0.600 / 41.00 | 17.00 / 0.700 / 42.00 | 16.00 |' in md
-    assert 'Knowledge-transfer ablation' in md and 'Domain-adaptation ablation' not in md
-    assert '![haze real](grid_real_haze.png)' in md and 'curves.png' not in md
+    assert md.index('## Goals') < md.index('## Knowledge-transfer ladder') < md.index('## Restored images')
+    assert '| haze teacher >= input + 3 dB (synthetic val) | +4.00 dB | met |' in md
+    assert '| BKT + ICL | 12.00 ± 0.00 | 13.00 ± 0.00 | 14.00 ± 0.00 | 13.00 ± 0.00 | BKT | better |' in md
+    assert 'ordering holds here' in md
+    assert '| KT student | 13.00 / 0.500 | 14.00 / 0.600 | 15.00 / 0.700 | 14.00 |' in md
+    assert 'Domain-adaptation ladder' not in md and '![haze real](grid_real_haze.png)' in md
     page = (tmp_path / 'report.html').read_text()
-    assert '<td>20.00 / 0.500</td>' in page and '<img src="grid_synthetic_blur.png"' in page
-    assert page.count('<table>') == sum(line.startswith('|---') for line in md.splitlines()) == 4
-    assert '<h1>uniremoval demo report</h1>' in page
+    assert '<td>13.00 / 0.500</td>' in page and '<img src="grid_synthetic_blur.png"' in page
+    assert page.count('<table>') == sum(line.startswith('|---') for line in md.splitlines())
+
+
+def test_grid_images_are_at_least_192_pixels_and_labelled(tmp_path):
+    img = np.zeros((96, 80, 3), np.uint8)
+    outputs = {'input': {'haze': [img] * 4}, 'a long column label': {'haze': [img + 50] * 4},
+               'ground truth': {'haze': [img + 100] * 4}}
+    path = str(tmp_path / 'grid.png')
+    report.save_grid(outputs, 'haze', path, n_rows=2)
+    grid = cv2.imread(path)
+    factor = 3  # ceil(192 / 80)
+    assert grid.shape[1] == 3 * 80 * factor and grid.shape[0] - 2 * 96 * factor > 0
+    bar = grid.shape[0] - 2 * 96 * factor
+    assert (grid[bar:bar + 96 * factor, 80 * factor:2 * 80 * factor] == 50).all()
+    assert (grid[:bar] < 128).any(axis=2).sum() > 50  # dark label text on the white bar
+
+
+def test_variants_merge_delete_and_replace():
+    opt = {'train': {'a': {'type': 'L', 'w': 1, 'k': 2}, 'b': 1}, 'network_d': {'type': 'U', 'skip': True}}
+    options.apply_variant(opt, {'train': {'a': {'w': 5}, 'b': None, 'c': 'x'},
+                                'network_d': {'type': 'P', 'num_feat': 4}})
+    assert opt == {'train': {'a': {'type': 'L', 'w': 5, 'k': 2}, 'c': 'x'}, 'network_d': {'type': 'P', 'num_feat': 4}}
 
 
 def test_option_builders_point_at_the_demo_data_and_select_ablations(tmp_path):
     ckpts = {k: f'/ckpt/{k}.pth' for k in ('haze', 'rain', 'blur')}
-    kt = options.kt_options(str(tmp_path), ckpts, 7, 32, 4, temperature=1e-6, feature_cl=False, name='x')
+    kt = options.kt_options(str(tmp_path), ckpts, 7, 32, 4, variant=options.KT_LADDER[1][1], name='x')
     assert kt['name'] == 'x' and kt['train']['total_iter'] == 7 and kt['train']['scheduler']['periods'] == [7]
-    assert 'feature_cl_opt' not in kt['train'] and kt['train']['image_cl_opt']['temperature'] == 1e-6
+    assert 'feature_cl_opt' not in kt['train'] and 'image_cl_opt' in kt['train']
     assert [t['pretrain_path'] for t in kt['teachers']] == ['/ckpt/haze.pth', '/ckpt/rain.pth', '/ckpt/blur.pth']
     assert kt['datasets']['val']['sources'][1]['dataroot_lq'] == str(tmp_path / 'val' / 'rain' / 'lq')
+    bkt = options.kt_options(str(tmp_path), ckpts, 7, 32, 4, variant=options.KT_LADDER[0][1])
+    assert 'image_cl_opt' not in bkt['train'] and 'feature_cl_opt' not in bkt['train']
     da = options.da_options(str(tmp_path), '/ckpt/kt.pth', 5, 32, 4)
     assert da['path']['pretrain_network_g'] == '/ckpt/kt.pth'
     assert da['datasets']['train']['dataroot_clear'] == str(tmp_path / 'real' / 'clear')
     assert all('dataroot_gt' not in s for s in da['datasets']['train']['sources'])  # gt only for scoring
     assert all('dataroot_gt' in s for s in da['datasets']['val']['sources'])
-    assert options.is_main_variant(da, 0.1, True, True) and not options.is_main_variant(da, 1e-6, True, True)
+    patch = dict(options.DA_FIDELITY)['EX-MGCL, PatchGAN 70x70 + LSGAN']
+    da = options.da_options(str(tmp_path), '/ckpt/kt.pth', 5, 32, 4, variant=patch)
+    assert da['network_d']['type'] == 'PatchGANDiscriminator' and 'skip_connection' not in da['network_d']
+    assert da['train']['gan_opt']['gan_type'] == 'lsgan' and da['train']['gan_opt']['loss_weight'] == 0.01
     with pytest.raises(KeyError):
         options.kt_options(str(tmp_path), {}, 1, 32, 4)  # a teacher checkpoint per type is required
+
+
+def test_shipped_checkpoints_load_into_the_demo_networks(tmp_path):
+    """The checkpoints in uniremoval/demo/checkpoints load strictly into the demo's tiny MPRNet, as listed in
+    their manifest (and a folder without them gives none)."""
+    from uniremoval.restoration import load_network
+    assert shipped.shipped_checkpoints(str(tmp_path)) == {} and shipped.read_manifest(str(tmp_path)) == {}
+    found = shipped.shipped_checkpoints()
+    manifest = shipped.read_manifest()
+    assert set(found) == set(manifest) == set(shipped.STAGES)
+    network = options.teacher_options('haze', str(tmp_path), 1, 32, 4)['network_g']
+    for stage, path in found.items():
+        net = load_network(path, network, param_key='params')
+        assert sum(p.numel() for p in net.parameters()) > 0 and manifest[stage]['iterations'] > 0
+    with pytest.raises(ValueError):
+        shipped.checkpoint_file('snow')
 
 
 def test_scores_are_basicsr_metrics_on_uint8_bgr_images(tmp_path):

@@ -18,11 +18,11 @@ import uniremoval  # noqa: F401  (compat shim + registration)
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
-from conftest import REPO, write_pairs
 from uniremoval.evaluate import evaluate_pipeline, main, parse_eval_options
 from uniremoval.metrics.piqe_metric import calculate_piqe
 from uniremoval.options import OptionsError, load_option_file
 from uniremoval.utils.tiling import tiled_forward
+from conftest import REPO, write_pairs
 
 TINY = {'type': 'MPRNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'num_cab': 2}
 SIZE = 32

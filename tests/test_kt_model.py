@@ -6,9 +6,9 @@ import torch
 
 from basicsr.archs import build_network
 from basicsr.models import build_model
-from conftest import REPO
 from uniremoval.models.uniremoval_model import decayed_weight
 from uniremoval.options import parse_options
+from conftest import REPO
 
 KT_TINY = osp.join(REPO, 'options', 'demo', 'kt_tiny.yml')
 
@@ -20,13 +20,19 @@ def _save_teacher(opt, path, seed):
     return net
 
 
-@pytest.fixture
-def kt_model(tmp_path):
+def _kt_options(tmp_path, iters_per_epoch):
+    """The tiny KT options with three randomly initialised teachers saved under ``tmp_path``."""
     opt, _ = parse_options(['-opt', KT_TINY], root_path=str(tmp_path), is_train=True)
     for i, teacher in enumerate(opt['teachers']):
         teacher['pretrain_path'] = str(tmp_path / f'teacher_{i}.pth')
         _save_teacher(opt, teacher['pretrain_path'], seed=100 + i)
-    opt['train']['iters_per_epoch'] = 5
+    opt['train']['iters_per_epoch'] = iters_per_epoch
+    return opt
+
+
+@pytest.fixture
+def kt_model(tmp_path):
+    opt = _kt_options(tmp_path, iters_per_epoch=5)
     torch.manual_seed(0)
     return build_model(opt)
 
@@ -137,3 +143,31 @@ def test_teacher_order_must_match_the_dataset_sources(kt_model):
     kt_model.feed_data(batch)
     with pytest.raises(ValueError, match=r"type 'blur' has label 1, but teachers\[1\] is 'rain'"):
         kt_model.optimize_parameters(2)
+
+
+def test_pixel_loss_on_all_stages_sums_the_stage_losses(kt_model):
+    batch = _batch([0, 1, 2])
+    kt_model.feed_data(batch)
+    with torch.no_grad():
+        stages, _ = kt_model.restore_stages_with_feats(kt_model.net_g, batch['lq'])
+        target, _ = kt_model.teacher_targets(batch['lq'], batch['label'])
+        assert len(stages) == 3
+        kt_model.supervised_stages = 'all'
+        got = kt_model.compute_losses(1)[1]['l_pix']
+        kt_model.supervised_stages = 'final'
+        final = kt_model.compute_losses(1)[1]['l_pix']
+    assert got.item() == pytest.approx(sum(kt_model.cri_pix(s, target) for s in stages).item(), rel=1e-6)
+    assert final.item() == pytest.approx(kt_model.cri_pix(stages[0], target).item(), rel=1e-6)
+    assert got.item() > final.item()
+
+
+def test_epoch_exponential_learning_rate(tmp_path):
+    opt = _kt_options(tmp_path, iters_per_epoch=2)
+    opt['train']['scheduler'] = {'type': 'EpochExponentialLR', 'gamma': 0.99}
+    model = build_model(opt)
+    lr0 = opt['train']['optim_g']['lr']
+    for it in range(1, 7):  # BasicSR sets the rate at the start of each iteration: 1..6 are epochs 0, 0, 1, 1, 2, 2
+        model.update_learning_rate(it, warmup_iter=-1)
+    assert model.get_current_learning_rate()[0] == pytest.approx(lr0 * 0.99**2, rel=1e-12)
+    model.update_learning_rate(7, warmup_iter=-1)  # after 3 whole epochs: lr0 * 0.99^3
+    assert model.get_current_learning_rate()[0] == pytest.approx(lr0 * 0.99**3, rel=1e-12)

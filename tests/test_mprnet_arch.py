@@ -1,10 +1,9 @@
 """Tests of the MPRNet architecture (uniremoval/archs/uniremoval_arch.py), CPU only."""
-import uniremoval  # noqa: F401,I001  (must come first: torchvision shim + registration)
-
 import pytest
 import torch
 from torch.nn import functional as F
 
+import uniremoval  # noqa: F401,I001  (must come first: torchvision shim + registration)
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 from uniremoval.archs.uniremoval_arch import FEATURE_LAYERS, MPRNet

@@ -13,8 +13,8 @@ import uniremoval  # noqa: F401  (registers the dataset)
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.registry import DATASET_REGISTRY
-from conftest import write_pairs
 from uniremoval.data.multi_degradation_dataset import MultiDegradationDataset
+from conftest import write_pairs
 
 
 def write_inverse_pairs(root, n, seed, size=(24, 32)):

@@ -245,8 +245,8 @@ def test_registry_round_trip(name):
     direct = METRIC_REGISTRY.get(name)(img)
     assert calculate_metric({'img': img}, {'type': name, 'crop_border': 0}) == direct
     # BasicSR's validation passes img2 (None for no-reference runs) and test_y_channel
-    assert calculate_metric({'img': img, 'img2': None}, {'type': name, 'crop_border': 0,
-                                                          'test_y_channel': False}) == direct
+    metric_opt = {'type': name, 'crop_border': 0, 'test_y_channel': False}
+    assert calculate_metric({'img': img, 'img2': None}, metric_opt) == direct
 
 
 def test_brisque_missing_model_error(tmp_path, monkeypatch):

@@ -6,9 +6,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_cli, tiny_teacher_options
 from uniremoval.test import test_pipeline as run_test_pipeline
 from uniremoval.train import find_latest_state, train_pipeline
+from conftest import run_cli, tiny_teacher_options
 
 
 def _test_options(tmp_path, train_opt_path, checkpoint, name):

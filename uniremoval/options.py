@@ -20,6 +20,7 @@ from os import path as osp
 
 import torch
 import yaml
+
 from basicsr.utils import set_random_seed
 from basicsr.utils.dist_util import get_dist_info, init_dist
 

@@ -15,14 +15,18 @@ def build_arg_parser():
     parser = argparse.ArgumentParser(prog='python -m uniremoval.demo', description=__doc__.split('\n')[0])
     parser.add_argument('--out', default='results/demo', help='report and experiments folder')
     parser.add_argument('--data', default='datasets/demo', help='demo dataset folder (built if missing)')
-    parser.add_argument('--teacher-iters', type=int, default=200)
-    parser.add_argument('--kt-iters', type=int, default=200)
+    parser.add_argument('--teacher-iters', type=int, default=100)
+    parser.add_argument('--kt-iters', type=int, default=150)
     parser.add_argument('--da-iters', type=int, default=150)
     parser.add_argument('--patch', type=int, default=48)
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--kt-ablation', action='store_true', help='also train the KT loss/temperature ablation')
-    parser.add_argument('--da-ablation', action='store_true', help='also train the DA loss ablation')
+    parser.add_argument('--kt-ablation', action='store_true', help='also train the KT ladder (Table IV) per seed')
+    parser.add_argument('--da-ablation', action='store_true', help='also train the DA ladder (Table V) per seed')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='seeds of the ablation ladders')
+    parser.add_argument('--ablation-iters', type=int, default=80, help='iterations of each ladder run')
+    parser.add_argument('--from-scratch', action='store_true',
+                        help='train every stage from random weights instead of the shipped demo checkpoints')
     return parser
 
 
@@ -30,7 +34,7 @@ def main(argv=None):
     args = build_arg_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     run_demo(args.out, args.data, args.teacher_iters, args.kt_iters, args.da_iters, args.patch, args.batch,
-             args.seed, args.kt_ablation, args.da_ablation)
+             args.seed, args.kt_ablation, args.da_ablation, args.from_scratch, tuple(args.seeds), args.ablation_iters)
     print(f"[demo] report: {osp.join(osp.abspath(args.out), 'report.html')} (and report.md)")
     return 0
 

@@ -28,23 +28,51 @@ NO_REFERENCE = {
     'brisque': {'type': 'calculate_brisque', 'crop_border': 0},
 }
 
-# Loss ablations at demo scale: equal iterations, same seed and data order.
-# KT (§III-B): (label, temperature, image CL, feature CL).
-KT_ABLATION = (
-    ('L1 to teacher only', None, False, False),
-    ('+ image CL, t=1e-6', 1e-6, True, False),
-    ('+ image + feature CL, t=1e-6 (paper)', 1e-6, True, True),
-    ('+ image CL, t=0.1', 0.1, True, False),
-    ('+ image + feature CL, t=0.1', 0.1, True, True),
+# Ablation ladders (arXiv 2307.05075 Tables IV and V) and the fidelity options, as variants: overrides merged
+# into the option file by :func:`apply_variant` (``None`` deletes a key). Every row is trained with each
+# seed for the same number of iterations.
+NO_CONTRASTIVE = {'train': {'image_cl_opt': None, 'feature_cl_opt': None}}
+# Table IV, knowledge transfer, from a randomly initialised student (as the paper trains it), synthetic val.
+KT_LADDER = (
+    ('BKT: L1 to teacher', NO_CONTRASTIVE),
+    ('BKT + ICL', {'train': {'feature_cl_opt': None}}),
+    ('BKT + ICL + FCL (MGCL)', {}),
 )
-# DA (§III-C): (label, temperature, image EX-CL, feature EX-CL); adversarial and identity always on.
-DA_ABLATION = (
-    ('+ adversarial + identity', None, False, False),
-    ('+ image EX-CL, t=1e-6', 1e-6, True, False),
-    ('+ image + feature EX-CL, t=1e-6 (paper)', 1e-6, True, True),
-    ('+ image EX-CL, t=0.1', 0.1, True, False),
-    ('+ image + feature EX-CL, t=0.1', 0.1, True, True),
+KT_FIDELITY = (('BKT + ICL + FCL, L1 on all 3 stages', {'train': {'supervised_stages': 'all'}}), )
+# Table V, domain adaptation, from the demo's KT student, real split. The first row is the KT student itself.
+DA_LADDER = (
+    ('KT (no DA)', None),
+    ('KT + DA: adversarial + identity', NO_CONTRASTIVE),
+    ('KT + DA + EICL', {'train': {'feature_cl_opt': None}}),
+    ('KT + DA + EICL + EFCL (EX-MGCL)', {}),
 )
+DA_FIDELITY = (
+    ('EX-MGCL, EICL negatives: other types only', {'train': {'image_cl_negatives': 'other_types'}}),
+    ('EX-MGCL, embedding: flatten (whole maps)', {'train': {'image_cl_opt': {'embedding': 'flatten'},
+                                                            'feature_cl_opt': {'embedding': 'flatten'}}}),
+    ('EX-MGCL, PatchGAN 70x70 + LSGAN', {
+        'network_d': {'type': 'PatchGANDiscriminator', 'num_in_ch': 3, 'num_feat': 16, 'num_layers': 3,
+                      'norm_type': 'instance'},
+        'train': {'gan_opt': {'gan_type': 'lsgan'}}}),
+    ('EX-MGCL, identity on all 3 stages', {'train': {'supervised_stages': 'all'}}),
+)
+
+
+def apply_variant(opt, variant):
+    """Merge the overrides ``variant`` into ``opt`` in place and return it.
+
+    Dicts merge key by key; ``None`` deletes the key; a dict whose ``type`` differs from the current one
+    (another network or loss) replaces it whole; anything else replaces the value.
+    """
+    for key, value in (variant or {}).items():
+        if value is None:
+            opt.pop(key, None)
+        elif isinstance(value, dict) and isinstance(opt.get(key), dict) and value.get('type', opt[key].get('type')) \
+                == opt[key].get('type'):
+            apply_variant(opt[key], value)
+        else:
+            opt[key] = value
+    return opt
 
 
 def write_option_file(opt, folder):
@@ -56,6 +84,14 @@ def write_option_file(opt, folder):
     return path
 
 
+def set_learning_rate(opt, lr):
+    """Set the generator's learning rate (and keep the cosine schedule's floor below it)."""
+    opt['train']['optim_g']['lr'] = lr
+    scheduler = opt['train']['scheduler']
+    if 'eta_min' in scheduler:
+        scheduler['eta_min'] = min(scheduler['eta_min'], lr / 100)
+
+
 def _set_schedule(opt, iters, patch, batch):
     opt['datasets']['train'].update(gt_size=patch, batch_size_per_gpu=batch)
     opt['train']['total_iter'] = iters
@@ -64,15 +100,6 @@ def _set_schedule(opt, iters, patch, batch):
         scheduler['periods'] = [iters]
     opt['val']['val_freq'] = iters
     opt['logger'].update(save_checkpoint_freq=iters, print_freq=max(1, iters // 25))
-
-
-def _set_terms(opt, image_cl, feature_cl, temperature=None):
-    if temperature is not None:
-        for key in ('image_cl_opt', 'feature_cl_opt'):
-            opt['train'][key]['temperature'] = temperature
-    for key, keep in (('image_cl_opt', image_cl), ('feature_cl_opt', feature_cl)):
-        if not keep:
-            del opt['train'][key]
 
 
 def teacher_options(kind, data_root, iters, patch, batch):
@@ -87,9 +114,8 @@ def teacher_options(kind, data_root, iters, patch, batch):
     return opt
 
 
-def kt_options(data_root, teacher_ckpts, iters, patch, batch, temperature=None, image_cl=True, feature_cl=True,
-               name=None):
-    """The tiny KT config with demo-data paths and teacher checkpoints; the arguments select ablations."""
+def kt_options(data_root, teacher_ckpts, iters, patch, batch, variant=None, name=None):
+    """The tiny KT config with demo-data paths and teacher checkpoints; ``variant`` selects an ablation row."""
     opt = load_option_file(osp.join(OPTIONS_DIR, 'kt_tiny.yml'))
     for phase in ('train', 'val'):
         for source in opt['datasets'][phase]['sources']:
@@ -97,15 +123,15 @@ def kt_options(data_root, teacher_ckpts, iters, patch, batch, temperature=None, 
             source['dataroot_lq'] = osp.join(data_root, phase, source['name'], 'lq')
     for teacher in opt['teachers']:
         teacher['pretrain_path'] = teacher_ckpts[teacher['name']]
-    _set_terms(opt, image_cl, feature_cl, temperature)
+    apply_variant(opt, variant)
     opt['name'] = name or opt['name']
     _set_schedule(opt, iters, patch, batch)
     return opt
 
 
-def da_options(data_root, student_ckpt, iters, patch, batch, temperature=None, image_cl=True, feature_cl=True,
-               name=None):
-    """The tiny DA config on the demo's real split (ground truth for scoring only), from ``student_ckpt``."""
+def da_options(data_root, student_ckpt, iters, patch, batch, variant=None, name=None):
+    """The tiny DA config on the demo's real split (ground truth for scoring only), from ``student_ckpt``;
+    ``variant`` selects an ablation row."""
     opt = load_option_file(osp.join(OPTIONS_DIR, 'da_tiny.yml'))
     real = osp.join(data_root, 'real')
     opt['datasets']['train']['sources'] = [{'name': k, 'dataroot_lq': osp.join(real, k, 'lq')} for k in KINDS]
@@ -114,13 +140,7 @@ def da_options(data_root, student_ckpt, iters, patch, batch, temperature=None, i
         {'name': k, 'dataroot_lq': osp.join(real, k, 'lq'), 'dataroot_gt': osp.join(real, k, 'gt')} for k in KINDS]
     opt['val']['metrics'] = {k: v for k, v in opt['val']['metrics'].items() if k in ('psnr', 'ssim')}
     opt['path']['pretrain_network_g'] = student_ckpt
-    _set_terms(opt, image_cl, feature_cl, temperature)
+    apply_variant(opt, variant)
     opt['name'] = name or opt['name']
     _set_schedule(opt, iters, patch, batch)
     return opt
-
-
-def is_main_variant(opt, temperature, image_cl, feature_cl):
-    """Whether an ablation variant is the configuration ``opt`` already trained (both terms, same t)."""
-    return image_cl and feature_cl and all(opt['train'][k]['temperature'] == temperature
-                                           for k in ('image_cl_opt', 'feature_cl_opt'))

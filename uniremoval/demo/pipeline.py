@@ -11,16 +11,20 @@ import time
 from os import path as osp
 
 import cv2
+import numpy as np
 
 import uniremoval  # noqa: F401  (compat shim + registration)
 from basicsr.utils.registry import METRIC_REGISTRY
 from uniremoval.demo.data import KINDS, build_demo_data
-from uniremoval.demo.options import (DA_ABLATION, KT_ABLATION, METRICS, NO_REFERENCE, da_options, is_main_variant,
+from uniremoval.demo.evidence import demo_goals, ordering_holds, summarise_ladder
+from uniremoval.demo.options import (DA_FIDELITY, DA_LADDER, KT_FIDELITY, KT_LADDER, METRICS, NO_REFERENCE, da_options,
                                      kt_options, teacher_options, write_option_file)
 from uniremoval.demo.report import save_curves, save_grid, write_report
+from uniremoval.demo.shipped import read_manifest, shipped_checkpoints
 from uniremoval.evaluate import score_images
 from uniremoval.restoration import load_network, restore_image
 from uniremoval.train import train_pipeline
+from uniremoval.utils.atomic_io import atomic_open
 
 
 def train_stage(opt, out_dir, curves=None):
@@ -77,13 +81,61 @@ def score_networks(networks, data_root, split, no_reference=False):
     return scores, outputs
 
 
-def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=200, kt_iters=200, da_iters=150,
-             patch=48, batch=8, seed=0, kt_ablation=False, da_ablation=False):
-    """Run the whole demo; returns the results dict the report is written from."""
+def color_cast(outputs, gts):
+    """Mean colour cast of 8-bit images against their ground truth, in grey levels.
+
+    Per image, the offset of each channel's mean (output minus ground truth); the cast is the spread of
+    those offsets (largest minus smallest), so a uniform brightening or darkening is no cast but a
+    green or blue tint is. Averaged over the images.
+    """
+    casts = []
+    for out, gt in zip(outputs, gts):
+        offset = out.reshape(-1, 3).astype(np.float64).mean(0) - gt.reshape(-1, 3).astype(np.float64).mean(0)
+        casts.append(offset.max() - offset.min())
+    return float(np.mean(casts))
+
+
+def add_color_cast(scores, outputs):
+    """Add ``cast`` (:func:`color_cast` against the ground truth) to every column's per-type scores."""
+    for column, by_type in scores.items():
+        for kind in by_type:
+            by_type[kind]['cast'] = color_cast(outputs[column][kind], outputs['ground truth'][kind])
+
+
+def train_ladder(rows, build, score, seeds, out_dir, prefix):
+    """Train every (label, variant) row of an ablation ladder once per seed; ``{label: [scores per seed]}``.
+
+    ``build(variant, name)`` returns the option dict of a row, ``score(net_or_None)`` its per-type scores
+    (``None``: the row without training, e.g. the KT student in the DA ladder).
+    """
+    results = {}
+    for i, (label, variant) in enumerate(rows):
+        results[label] = []
+        for seed in seeds:
+            if variant is None:
+                results[label].append(score(None))
+                continue
+            opt = build(variant, f'{prefix}_{i}_seed{seed}')
+            opt['manual_seed'] = seed
+            opt['datasets'].pop('val', None)  # scored below, on the same images, after training
+            results[label].append(score(load_stage_network(opt, train_stage(opt, out_dir))))
+    return results
+
+
+def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=100, kt_iters=150, da_iters=150,
+             patch=48, batch=8, seed=0, kt_ablation=False, da_ablation=False, from_scratch=False, seeds=(0, 1, 2),
+             ablation_iters=80):
+    """Run the whole demo; returns the results dict the report is written from.
+
+    Unless ``from_scratch``, the teachers and the KT student start from the checkpoints shipped in
+    ``uniremoval/demo/checkpoints`` (:mod:`uniremoval.demo.pretrain`), and each stage still trains in its
+    own run. The ablation ladders train each row ``ablation_iters`` iterations with every seed of ``seeds``.
+    """
     t_start = time.time()
     out_dir, data_root = osp.abspath(out_dir), osp.abspath(data_root)
     os.makedirs(out_dir, exist_ok=True)
     timings, curves = {}, {}
+    shipped = {} if from_scratch else shipped_checkpoints()
 
     def stage(name):
         timings[name] = time.time()
@@ -91,15 +143,21 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=20
 
     stage('data')
     if not osp.isfile(osp.join(data_root, 'manifest.json')):
-        build_demo_data(data_root, seed=seed)
+        build_demo_data(data_root, seed=0)
     stage('teachers')
     teacher_opts = {k: teacher_options(k, data_root, teacher_iters, patch, batch) for k in KINDS}
+    for kind, opt in teacher_opts.items():
+        opt['manual_seed'] = seed
+        opt['path']['pretrain_network_g'] = shipped.get(kind)
     teacher_ckpts = {k: train_stage(opt, out_dir, curves) for k, opt in teacher_opts.items()}
     stage('knowledge transfer')
     kt_opt = kt_options(data_root, teacher_ckpts, kt_iters, patch, batch)
+    kt_opt['manual_seed'] = seed
+    kt_opt['path']['pretrain_network_g'] = shipped.get('kt')
     kt_ckpt = train_stage(kt_opt, out_dir, curves)
     stage('domain adaptation')
     da_opt = da_options(data_root, kt_ckpt, da_iters, patch, batch)
+    da_opt['manual_seed'] = seed
     da_ckpt = train_stage(da_opt, out_dir, curves)
 
     stage('evaluation')
@@ -109,43 +167,54 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=20
         {'teacher (own type)': teachers, 'KT student': kt_net, 'DA student': da_net}, data_root, 'val')
     real, real_out = score_networks({'KT student': kt_net, 'DA student': da_net}, data_root, 'real',
                                     no_reference=True)
+    add_color_cast(real, real_out)
     for kind in KINDS:
         save_grid(synthetic_out, kind, osp.join(out_dir, f'grid_synthetic_{kind}.png'))
         save_grid(real_out, kind, osp.join(out_dir, f'grid_real_{kind}.png'))
     results = {'synthetic': synthetic, 'real': real, 'curves': save_curves(curves, osp.join(out_dir, 'curves.png'))}
+    results['shipped_checkpoints'] = {k: osp.basename(v) for k, v in shipped.items()}
+    results['pretraining'] = read_manifest() if shipped else {}
+    main_minutes = (time.time() - t_start) / 60
 
     if kt_ablation:
         stage('KT ablation')
-        rows = {}
-        for i, (label, temperature, image_cl, feature_cl) in enumerate(KT_ABLATION):
-            if is_main_variant(kt_opt, temperature, image_cl, feature_cl):
-                rows[label] = synthetic['KT student']  # the main run
-                continue
-            opt = kt_options(data_root, teacher_ckpts, kt_iters, patch, batch, temperature, image_cl, feature_cl,
-                             name=f'demo_kt_ablation_{i}')
-            net = load_stage_network(opt, train_stage(opt, out_dir))
-            rows[label] = score_networks({label: net}, data_root, 'val')[0][label]
-        results['kt_ablation'] = rows
+
+        def build_kt(variant, name):  # Table IV trains the student from scratch: no shipped checkpoint
+            return kt_options(data_root, teacher_ckpts, ablation_iters, patch, batch, variant, name)
+
+        def score_kt(net):
+            return score_networks({'row': net}, data_root, 'val')[0]['row']
+
+        results['kt_ladder'] = train_ladder(KT_LADDER + KT_FIDELITY, build_kt, score_kt, seeds, out_dir, 'demo_kt_abl')
     if da_ablation:
         stage('DA ablation')
-        rows = {'KT student (no DA)': real['KT student']}
-        for i, (label, temperature, image_cl, feature_cl) in enumerate(DA_ABLATION):
-            if is_main_variant(da_opt, temperature, image_cl, feature_cl):
-                rows[label] = real['DA student']  # the main run
-                continue
-            opt = da_options(data_root, kt_ckpt, da_iters, patch, batch, temperature, image_cl, feature_cl,
-                             name=f'demo_da_ablation_{i}')
-            net = load_stage_network(opt, train_stage(opt, out_dir))
-            rows[label] = score_networks({label: net}, data_root, 'real', no_reference=True)[0][label]
-        results['da_ablation'] = rows
+
+        def build_da(variant, name):
+            return da_options(data_root, kt_ckpt, ablation_iters, patch, batch, variant, name)
+
+        def score_da(net):
+            if net is None:
+                return real['KT student']
+            scores, outputs = score_networks({'row': net}, data_root, 'real', no_reference=True)
+            add_color_cast(scores, outputs)
+            return scores['row']
+
+        results['da_ladder'] = train_ladder(DA_LADDER + DA_FIDELITY, build_da, score_da, seeds, out_dir, 'demo_da_abl')
 
     stage('report')
     names = list(timings)
     results['minutes'] = {n: (timings[names[i + 1]] - timings[n]) / 60 for i, n in enumerate(names[:-1])}
     results['minutes']['total'] = (time.time() - t_start) / 60
+    results['minutes']['main pipeline'] = main_minutes
     results['settings'] = dict(teacher_iters=teacher_iters, kt_iters=kt_iters, da_iters=da_iters, patch=patch,
-                               batch=batch, seed=seed)
-    with open(osp.join(out_dir, 'results.json'), 'w', encoding='utf-8') as f:
+                               batch=batch, seed=seed, seeds=list(seeds), ablation_iters=ablation_iters,
+                               from_scratch=from_scratch)
+    for name, n_ladder in (('kt_ladder', len(KT_LADDER)), ('da_ladder', len(DA_LADDER))):
+        if name in results:
+            results[name + '_summary'] = summarise_ladder(results[name], n_ladder)
+            results[name + '_ordering_holds'] = ordering_holds(results[name + '_summary'], n_ladder)
+    results['goals'] = demo_goals(results)
+    with atomic_open(osp.join(out_dir, 'results.json'), 'w', encoding='utf-8') as f:
         json.dump(results, f, indent=2)
     write_report(results, out_dir)
     return results

@@ -12,18 +12,35 @@ import cv2
 import numpy as np
 
 from uniremoval.demo.options import NO_REFERENCE
+from uniremoval.utils.atomic_io import atomic_open
+
+GRID_MIN_SIZE = 192  # each image of the grids is shown at least this large (nearest-neighbour upscaling)
 
 
-def save_grid(outputs, kind, path, n_rows=3):
-    """One PNG per type: rows of samples, columns input / each network / ground truth, labelled."""
+def _label_bar(labels, width, height=28):
+    bar = np.full((height, width * len(labels), 3), 255, np.uint8)
+    for i, label in enumerate(labels):
+        scale = 0.5
+        while scale > 0.3 and cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > width - 6:
+            scale -= 0.05
+        cv2.putText(bar, label, (i * width + 3, height - 9), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return bar
+
+
+def save_grid(outputs, kind, path, n_rows=3, min_size=GRID_MIN_SIZE):
+    """One PNG per type: rows of samples, columns input / each network / ground truth, labelled.
+
+    Images are enlarged by an integer factor (nearest neighbour) to at least ``min_size`` pixels, so that
+    rain streaks, haze and seams are visible; labels are shrunk to fit their column.
+    """
     columns = list(outputs)
     h, w = outputs[columns[0]][kind][0].shape[:2]
-    bar = np.full((18, w * len(columns), 3), 255, np.uint8)
-    for i, label in enumerate(columns):
-        cv2.putText(bar, label[:16], (i * w + 3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    factor = max(1, -(-min_size // min(h, w)))
     n_rows = min(n_rows, len(outputs[columns[0]][kind]))
     rows = [np.concatenate([outputs[c][kind][r] for c in columns], axis=1) for r in range(n_rows)]
-    cv2.imwrite(path, np.concatenate([bar] + rows, axis=0))
+    grid = np.concatenate(rows, axis=0).repeat(factor, axis=0).repeat(factor, axis=1)
+    cv2.imwrite(path, np.concatenate([_label_bar(columns, w * factor), grid], axis=0))
 
 
 def save_curves(curves, path):
@@ -52,15 +69,41 @@ def save_curves(curves, path):
     return True
 
 
+def _cell(scores, metric):
+    value = scores.get(metric)
+    if value is None:
+        return '-'
+    return f'{value:.3f}' if metric == 'ssim' else f'{value:.2f}'
+
+
 def markdown_table(columns, kinds, metrics):
     """Markdown table lines: one row per column (network), one cell per type, mean PSNR last."""
     header = '| | ' + ' | '.join(kinds) + ' | mean PSNR |'
     lines = [header, '|---|' + '---|' * (len(kinds) + 1)]
     for name, by_type in columns.items():
-        cells = [' / '.join(f'{by_type[k][m]:.3f}' if m == 'ssim' else f'{by_type[k][m]:.2f}' for m in metrics
-                            if m in by_type[k]) for k in kinds]
+        cells = [' / '.join(_cell(by_type[k], m) for m in metrics if m in by_type[k]) for k in kinds]
         mean = np.mean([by_type[k]['psnr'] for k in kinds])
         lines.append(f'| {name} | ' + ' | '.join(cells) + f' | {mean:.2f} |')
+    return lines
+
+
+def _spread(stats, digits=2):
+    if stats is None:
+        return '-'
+    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+
+
+def ladder_table(summary, kinds, metrics):
+    """Markdown lines of a ladder summary: mean ± seed-to-seed std per type, mean PSNR, verdict."""
+    extra = [m for m in ('piqe', 'brisque') if m in metrics]
+    header = '| | ' + ' | '.join(f'{k} PSNR' for k in kinds) + ' | mean PSNR | ' + \
+        ''.join(f'mean {m.upper()} | ' for m in extra) + 'vs | verdict (PSNR) |'
+    lines = [header, '|---|' + '---|' * (len(kinds) + 3 + len(extra))]
+    for label, row in summary.items():
+        cells = [_spread(row['per_type'][k]['psnr']) for k in kinds] + [_spread(row['mean_psnr'])]
+        cells += [_spread(row.get('mean_' + m)) for m in extra]
+        cells += [row.get('vs', '') or '', row.get('verdict', '') or '']
+        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
     return lines
 
 
@@ -98,42 +141,83 @@ def markdown_to_html(lines):
         '\n'.join(out) + '\n'
 
 
+def real_caption(no_reference, cast):
+    """The caption of the real-split table: which scores each cell holds."""
+    caption = 'PSNR / SSIM' + ''.join(f' / {n.upper()}' for n in no_reference)
+    if no_reference:
+        caption += ' (no-reference, lower is better)'
+    if cast:
+        caption += ' / colour cast (spread of the per-channel mean offsets to the ground truth, grey levels)'
+    return caption
+
+
+def goal_table(goals):
+    """Markdown lines of the goal table (goal, measured, met)."""
+    marks = {True: 'met', False: 'NOT met', None: 'by eye'}
+    return ['| goal | measured | met |', '|---|---|---|'] + \
+        [f"| {g['goal']} | {g['measured']} | {marks[g['met']]} |" for g in goals]
+
+
 def write_report(results, out_dir):
-    """Write ``report.md`` and ``report.html`` (tables, image grids, loss curves) from the results dict."""
+    """Write ``report.md`` and ``report.html`` from the results dict of ``run_demo``.
+
+    Order: the goal table, the ablation ladders with their seed-to-seed spreads, per-type image rows, the
+    score tables, loss curves and the time per stage.
+    """
     s, minutes = results['settings'], results['minutes']
     kinds = list(next(iter(results['synthetic'].values())))
     nr = [n for n in NO_REFERENCE if n in next(iter(results['real']['input'].values()))]
+    shipped = results.get('shipped_checkpoints') or {}
+    if shipped:
+        pre = results.get('pretraining') or {}
+        made = '; '.join(f"{k}: {v.get('iterations')} iterations, {v.get('minutes')} min" for k, v in pre.items())
+        start = (f"The teachers and the KT student start from the demo-scale checkpoints shipped in "
+                 f"`uniremoval/demo/checkpoints/` ({', '.join(sorted(shipped.values()))}), made by "
+                 f"`python -m uniremoval.demo.pretrain` ({made}); the domain-adaptation student starts from this "
+                 f"run's KT student. `--from-scratch` trains every stage from random weights.")
+    else:
+        start = 'Every stage starts from random weights (no shipped checkpoints used).'
     lines = [
         '# uniremoval demo report', '',
-        f"Uni-Removal at toy scale on CPU in {minutes['total']:.1f} min: three tiny MPRNet teachers "
-        f"({s['teacher_iters']} iterations each), knowledge transfer into one student ({s['kt_iters']} iterations) "
-        f"and domain adaptation on the unpaired real split ({s['da_iters']} iterations); {s['patch']}x{s['patch']} "
-        f"patches, batch {s['batch']}, seed {s['seed']}.", '',
+        f"Uni-Removal at toy scale on CPU: three tiny MPRNet teachers ({s['teacher_iters']} iterations each), "
+        f"knowledge transfer into one student ({s['kt_iters']} iterations) and domain adaptation on the unpaired "
+        f"real split ({s['da_iters']} iterations); {s['patch']}x{s['patch']} patches, batch {s['batch']}, seed "
+        f"{s['seed']}; {minutes['main pipeline']:.1f} min for the pipeline, {minutes['total']:.1f} min in all. "
+        + start, '',
         'PSNR (dB) / SSIM: RGB, no border crop, BasicSR `calculate_psnr` / `calculate_ssim`. "input" scores the '
-        'degraded image itself. These ~100k-parameter networks trained for minutes show the pipeline working '
-        "end to end; they are not the paper's numbers.", '',
-        '## Synthetic validation split (PSNR / SSIM)', '',
-        *markdown_table(results['synthetic'], kinds, ('psnr', 'ssim')), '',
-        '## Real split: different degradation settings, ground truth kept aside for scoring', '',
-        'PSNR / SSIM' + ''.join(f' / {n.upper()}' for n in nr) + (' (no-reference, lower is better)' if nr else ''),
-        '', *markdown_table(results['real'], kinds, ('psnr', 'ssim', *nr)), '']
-    if results.get('kt_ablation'):
-        lines += ['## Knowledge-transfer ablation (synthetic val, PSNR / SSIM of the student)', '',
-                  f"Equal iterations ({s['kt_iters']}), same seed and data order.", '',
-                  *markdown_table(results['kt_ablation'], kinds, ('psnr', 'ssim')), '']
-    if results.get('da_ablation'):
-        lines += ['## Domain-adaptation ablation (real split)', '',
-                  f"Equal iterations ({s['da_iters']}) from the same KT student.", '',
-                  *markdown_table(results['da_ablation'], kinds, ('psnr', 'ssim', *nr)), '']
-    if results.get('curves'):
-        lines += ['## Loss curves', '', '![loss curves](curves.png)', '']
-    lines += ['## Restored images', '']
+        'degraded image itself. These ~100k-parameter networks show the method working end to end at toy '
+        "scale; they are not the paper's numbers.", '',
+        '## Goals', '', *goal_table(results['goals']), '']
+    for name, title, split_metrics in (
+            ('kt_ladder', 'Knowledge-transfer ladder (Table IV at toy scale; synthetic val)', ('psnr', )),
+            ('da_ladder', 'Domain-adaptation ladder (Table V at toy scale; real split)', ('psnr', *nr))):
+        summary = results.get(name + '_summary')
+        if summary:
+            holds = results.get(name + '_ordering_holds')
+            lines += [f'## {title}', '',
+                      f"Each row trained {s['ablation_iters']} iterations with seeds {s['seeds']}: mean ± standard "
+                      f"deviation over the seeds. A row is compared with the row before it (alternatives below the "
+                      f"paper's ladder with its full model); a difference no larger than the larger of the two "
+                      f"spreads is \"no difference\". The paper's ordering "
+                      f"{'holds' if holds else 'does not hold'} here.", '',
+                      *ladder_table(summary, kinds, split_metrics), '']
+    lines += ['## Restored images', '',
+              'Columns: input, each network, ground truth (the real split\'s ground truth is used for scoring '
+              'only). Images enlarged (nearest neighbour) to show streaks, haze and seams.', '']
     for kind in kinds:
         lines += [f'### {kind}: synthetic', '', f'![{kind} synthetic](grid_synthetic_{kind}.png)', '',
                   f'### {kind}: real', '', f'![{kind} real](grid_real_{kind}.png)', '']
+    cast = ['cast'] if 'cast' in next(iter(results['real']['input'].values())) else []
+    lines += ['## Synthetic validation split (PSNR / SSIM)', '',
+              *markdown_table(results['synthetic'], kinds, ('psnr', 'ssim')), '',
+              '## Real split: different degradation settings, ground truth kept aside for scoring', '',
+              real_caption(nr, cast), '',
+              *markdown_table(results['real'], kinds, ('psnr', 'ssim', *nr, *cast)), '']
+    if results.get('curves'):
+        lines += ['## Loss curves', '', '![loss curves](curves.png)', '']
     lines += ['## Time per stage (minutes)', '', '| stage | minutes |', '|---|---|'] + \
         [f'| {k} | {v:.1f} |' for k, v in minutes.items()] + ['']
-    with open(osp.join(out_dir, 'report.md'), 'w', encoding='utf-8') as f:
+    with atomic_open(osp.join(out_dir, 'report.md'), 'w', encoding='utf-8') as f:
         f.write('\n'.join(lines))
-    with open(osp.join(out_dir, 'report.html'), 'w', encoding='utf-8') as f:
+    with atomic_open(osp.join(out_dir, 'report.html'), 'w', encoding='utf-8') as f:
         f.write(markdown_to_html(lines))

@@ -95,6 +95,14 @@ class StagedRestorationMixin:
             outputs = [outputs]
         return [self.from_network_range(o) for o in outputs]
 
+    def restore_stages_with_feats(self, net, img):
+        """All stage outputs (final first, in [0, 1]) of ``net`` for [0, 1] input ``img`` and its ``feat_layers``
+        features."""
+        outputs, feats = net(self.to_network_range(img), return_feats=True, feat_layers=self.feat_layers)
+        if isinstance(outputs, torch.Tensor):
+            outputs = [outputs]
+        return [self.from_network_range(o) for o in outputs], feats
+
     def restore_with_feats(self, net, img):
         """Final restored image of ``net`` for [0, 1] input ``img`` (in [0, 1]) and its ``feat_layers`` features."""
         outputs, feats = net(self.to_network_range(img), return_feats=True, feat_layers=self.feat_layers)

@@ -49,8 +49,19 @@ from basicsr.models.sr_model import SRModel
 from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
-from uniremoval.models.model_mixins import (PerTypeValidationMixin, SafeCheckpointMixin, StagedRestorationMixin,
-                                            build_optional_loss)
+from uniremoval.models.model_mixins import (EpochSchedulerMixin, PerTypeValidationMixin, SafeCheckpointMixin,
+                                            StagedRestorationMixin, build_optional_loss)
+
+SUPERVISED_STAGES = ('final', 'all')
+IMAGE_CL_NEGATIVES = ('all', 'other_types')
+
+
+def choice_option(train_opt, key, choices, default):
+    """``train.<key>``, checked against ``choices`` (ValueError naming the key otherwise)."""
+    value = train_opt.get(key, default)
+    if value not in choices:
+        raise ValueError(f'train:{key} must be one of {list(choices)}, got {value!r}')
+    return value
 
 
 def decayed_weight(base, decay, epoch):
@@ -88,7 +99,7 @@ def batch_as_set(x):
 
 @MODEL_REGISTRY.register()
 class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValidationMixin, SafeCheckpointMixin,
-                        SRModel):
+                        EpochSchedulerMixin, SRModel):
     """Knowledge-transfer stage of Uni-Removal (see module docstring).
 
     Options beyond ``SRModel``'s::
@@ -104,6 +115,8 @@ class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
           feature_cl_opt: {type: ContrastiveLoss, loss_weight: 0.1, temperature: 1.0e-6}
           feature_cl_decay: 0.99        # per epoch
           iters_per_epoch: ~            # default: batches per epoch of the train loader (set by basicsr train)
+          supervised_stages: final      # 'all': Eq. 1 summed over MPRNet's three stage outputs
+          scheduler: {type: EpochExponentialLR, gamma: 0.99}   # or any BasicSR scheduler
         feat_layers: [orsnet]           # student/teacher features compared by feature_cl_opt
     """
 
@@ -138,6 +151,7 @@ class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
         train_opt = self.opt['train']
         self.cri_image_cl = build_optional_loss(train_opt, 'image_cl_opt', self.device)
         self.cri_feature_cl = build_optional_loss(train_opt, 'feature_cl_opt', self.device)
+        self.supervised_stages = choice_option(train_opt, 'supervised_stages', SUPERVISED_STAGES, 'final')
         self._init_feature_decay(train_opt)
         super().init_training_settings()  # pixel_opt (Eq. 1), optimizers, schedulers
 
@@ -182,14 +196,15 @@ class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
 
     def compute_losses(self, current_iter):
         """All KT loss terms for the fed batch (Eqs. 1, 3-6); returns (total, OrderedDict of terms)."""
-        output, s_feats = self.restore_with_feats(self.net_g, self.lq)
-        self.output = output
+        stages, s_feats = self.restore_stages_with_feats(self.net_g, self.lq)
+        output = self.output = stages[0]
         t_output, t_feats = self.teacher_targets(self.lq, self.labels)
         self._check_teacher_order()
         loss_dict = OrderedDict()
         l_total = 0
-        if self.cri_pix:
-            loss_dict['l_pix'] = self.cri_pix(output, t_output)
+        if self.cri_pix:  # Eq. 1 on the final output, or on every stage output ('all', as MPRNet trains)
+            supervised = stages if self.supervised_stages == 'all' else stages[:1]
+            loss_dict['l_pix'] = sum(self.cri_pix(out, t_output) for out in supervised)
             l_total = l_total + loss_dict['l_pix']
         if self.cri_image_cl:
             loss_dict['l_cl_img'] = self.cri_image_cl(output, t_output, batch_as_set(self.lq))
@@ -218,7 +233,7 @@ class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
 
 @MODEL_REGISTRY.register()
 class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValidationMixin, SafeCheckpointMixin,
-                        SRGANModel):
+                        EpochSchedulerMixin, SRGANModel):
     """Domain-adaptation stage of Uni-Removal (see module docstring).
 
     BasicSR's ``SRGANModel`` provides the discriminator ``network_d``, ``optim_d``, ``gan_opt``,
@@ -231,6 +246,9 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
           image_cl_opt: {type: ExtendedImageContrastiveLoss, loss_weight: 0.5, temperature: 1.0e-6}
           feature_cl_opt: {type: ExtendedContrastiveLoss, loss_weight: 0.1, temperature: 1.0e-6}
           feature_cl_decay: 0.99
+          supervised_stages: final      # 'all': the identity loss on every MPRNet stage output
+          image_cl_negatives: all       # Eq. 11's negatives: 'all' degraded inputs of the batch (paper),
+                                        # or 'other_types' (only inputs of another degradation type)
 
     Batches come from ``UnpairedDegradationDataset``: ``lq`` (real degraded), ``clear`` (real clear,
     independently drawn), ``label``; ``gt`` where the degraded set has ground truth (validation).
@@ -246,6 +264,8 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
         self.cri_identity = build_optional_loss(train_opt, 'identity_opt', self.device)
         self.cri_image_cl = build_optional_loss(train_opt, 'image_cl_opt', self.device)
         self.cri_feature_cl = build_optional_loss(train_opt, 'feature_cl_opt', self.device)
+        self.supervised_stages = choice_option(train_opt, 'supervised_stages', SUPERVISED_STAGES, 'final')
+        self.image_cl_negatives = choice_option(train_opt, 'image_cl_negatives', IMAGE_CL_NEGATIVES, 'all')
         self._init_feature_decay(train_opt)
         super().init_training_settings()  # net_d, gan_opt, optimizers, schedulers
         if self.cri_gan is None:
@@ -264,16 +284,19 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
         if self.clear is None or self.labels is None:
             raise ValueError('UniRemovalDAModel trains on batches with clear and label (UnpairedDegradationDataset)')
         restored, deg_feats = self.restore_with_feats(self.net_g, self.lq)
-        clear_out, clear_feats = self.restore_with_feats(self.net_g, self.clear)
+        clear_stages, clear_feats = self.restore_stages_with_feats(self.net_g, self.clear)
+        clear_out = clear_stages[0]
         self.output = restored
         other_type = other_type_mask(self.labels)
         loss_dict = OrderedDict()
         loss_dict['l_g_gan'] = self.cri_gan(self.net_d(restored), True, is_disc=False)
-        if self.cri_identity:
-            loss_dict['l_idt'] = self.cri_identity(clear_out, self.clear)
-        if self.cri_image_cl:
+        if self.cri_identity:  # Eq. 8 on the final output, or on every stage output ('all')
+            supervised = clear_stages if self.supervised_stages == 'all' else clear_stages[:1]
+            loss_dict['l_idt'] = sum(self.cri_identity(out, self.clear) for out in supervised)
+        if self.cri_image_cl:  # Eq. 11: negatives "a batch of real-world degraded images" (all types by default)
+            neg_mask = other_type if self.image_cl_negatives == 'other_types' else None
             loss_dict['l_excl_img'] = self.cri_image_cl(
-                restored, batch_as_set(clear_out.detach()), batch_as_set(self.lq), neg_mask=other_type)
+                restored, batch_as_set(clear_out.detach()), batch_as_set(self.lq), neg_mask=neg_mask)
         if self.cri_feature_cl:
             weight = self.feature_weight(current_iter)
             l_feat = 0
