@@ -33,7 +33,11 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['uniremoval', 'uniremoval.*']),
     include_package_data=True,
-    package_data={'uniremoval.metrics': ['brisque_live_model.npz', 'BRISQUE_LIVE_LICENSE.txt']},
+    package_data={
+        'uniremoval.metrics': ['brisque_live_model.npz', 'BRISQUE_LIVE_LICENSE.txt'],
+        # demo-scale checkpoints made by `python -m uniremoval.demo.pretrain` (see its manifest.json)
+        'uniremoval.demo': ['checkpoints/*.pth', 'checkpoints/*.json', 'checkpoints/*.yml'],
+    },
     install_requires=read_requirements(),
     extras_require={
         'test': ['pytest>=7', 'flake8>=7', 'isort>=5.12'],

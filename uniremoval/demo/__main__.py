@@ -3,6 +3,7 @@
 The command line of :func:`uniremoval.demo.pipeline.run_demo`; see :mod:`uniremoval.demo`.
 """
 import argparse
+import os
 import sys
 from os import path as osp
 
@@ -15,7 +16,7 @@ def build_arg_parser():
     parser = argparse.ArgumentParser(prog='python -m uniremoval.demo', description=__doc__.split('\n')[0])
     parser.add_argument('--out', default='results/demo', help='report and experiments folder')
     parser.add_argument('--data', default='datasets/demo', help='demo dataset folder (built if missing)')
-    parser.add_argument('--teacher-iters', type=int, default=100)
+    parser.add_argument('--teacher-iters', type=int, default=60)
     parser.add_argument('--kt-iters', type=int, default=150)
     parser.add_argument('--da-iters', type=int, default=150)
     parser.add_argument('--patch', type=int, default=48)
@@ -25,6 +26,8 @@ def build_arg_parser():
     parser.add_argument('--da-ablation', action='store_true', help='also train the DA ladder (Table V) per seed')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='seeds of the ablation ladders')
     parser.add_argument('--ablation-iters', type=int, default=80, help='iterations of each ladder run')
+    parser.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
+                        help='ladder runs trained at a time (single-threaded processes)')
     parser.add_argument('--from-scratch', action='store_true',
                         help='train every stage from random weights instead of the shipped demo checkpoints')
     return parser
@@ -34,7 +37,8 @@ def main(argv=None):
     args = build_arg_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     run_demo(args.out, args.data, args.teacher_iters, args.kt_iters, args.da_iters, args.patch, args.batch,
-             args.seed, args.kt_ablation, args.da_ablation, args.from_scratch, tuple(args.seeds), args.ablation_iters)
+             args.seed, args.kt_ablation, args.da_ablation, args.from_scratch, tuple(args.seeds), args.ablation_iters,
+             args.jobs)
     print(f"[demo] report: {osp.join(osp.abspath(args.out), 'report.html')} (and report.md)")
     return 0
 

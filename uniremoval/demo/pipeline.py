@@ -8,17 +8,20 @@ metric options of :data:`uniremoval.demo.options.METRICS` (and ``NO_REFERENCE`` 
 import json
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from os import path as osp
 
 import cv2
 import numpy as np
+import torch
 
 import uniremoval  # noqa: F401  (compat shim + registration)
 from basicsr.utils.registry import METRIC_REGISTRY
 from uniremoval.demo.data import KINDS, build_demo_data
 from uniremoval.demo.evidence import demo_goals, ordering_holds, summarise_ladder
 from uniremoval.demo.options import (DA_FIDELITY, DA_LADDER, KT_FIDELITY, KT_LADDER, METRICS, NO_REFERENCE, da_options,
-                                     kt_options, teacher_options, write_option_file)
+                                     kt_options, set_learning_rate, teacher_options, write_option_file)
 from uniremoval.demo.report import save_curves, save_grid, write_report
 from uniremoval.demo.shipped import read_manifest, shipped_checkpoints
 from uniremoval.evaluate import score_images
@@ -102,34 +105,69 @@ def add_color_cast(scores, outputs):
             by_type[kind]['cast'] = color_cast(outputs[column][kind], outputs['ground truth'][kind])
 
 
-def train_ladder(rows, build, score, seeds, out_dir, prefix):
+def ladder_run(opt, out_dir, data_root, split):
+    """Train one run of an ablation ladder and score it on ``split`` (the real split also gets the
+    no-reference scores and the colour cast); returns its per-type scores."""
+    net = load_stage_network(opt, train_stage(opt, out_dir))
+    real = split == 'real'
+    scores, outputs = score_networks({'row': net}, data_root, split, no_reference=real)
+    if real:
+        add_color_cast(scores, outputs)
+    return scores['row']
+
+
+def _single_threaded_worker():
+    torch.set_num_threads(1)
+
+
+def train_ladder(rows, build, seeds, out_dir, data_root, split, prefix, jobs=1, untrained=None):
     """Train every (label, variant) row of an ablation ladder once per seed; ``{label: [scores per seed]}``.
 
-    ``build(variant, name)`` returns the option dict of a row, ``score(net_or_None)`` its per-type scores
-    (``None``: the row without training, e.g. the KT student in the DA ladder).
+    ``build(variant, name)`` returns the option dict of a row; a row whose variant is ``None`` is not
+    trained and gets ``untrained`` (e.g. the KT student's scores in the DA ladder) for every seed. With
+    ``jobs > 1`` the runs go to that many single-threaded worker processes: these small networks are
+    bound by per-operator overhead, so two one-thread processes finish sooner than one two-thread process.
     """
-    results = {}
+    tasks = []
     for i, (label, variant) in enumerate(rows):
-        results[label] = []
         for seed in seeds:
-            if variant is None:
-                results[label].append(score(None))
-                continue
-            opt = build(variant, f'{prefix}_{i}_seed{seed}')
-            opt['manual_seed'] = seed
-            opt['datasets'].pop('val', None)  # scored below, on the same images, after training
-            results[label].append(score(load_stage_network(opt, train_stage(opt, out_dir))))
+            if variant is not None:
+                opt = build(variant, f'{prefix}_{i}_seed{seed}')
+                opt['manual_seed'] = seed
+                opt['datasets'].pop('val', None)  # scored after training, on the same images
+                tasks.append((label, opt))
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs, mp_context=get_context('spawn'), initializer=_single_threaded_worker) as pool:
+            futures = [pool.submit(ladder_run, opt, out_dir, data_root, split) for _, opt in tasks]
+            scores = [future.result() for future in futures]
+    else:
+        scores = [ladder_run(opt, out_dir, data_root, split) for _, opt in tasks]
+    results = {label: ([] if variant is not None else [untrained] * len(seeds)) for label, variant in rows}
+    for (label, _), row_scores in zip(tasks, scores):
+        results[label].append(row_scores)
     return results
 
 
-def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=100, kt_iters=150, da_iters=150,
+FINETUNE_LR_SCALE = 0.1  # a stage that starts from a shipped checkpoint fine-tunes at 1/10 of its learning rate
+
+
+def start_from(opt, checkpoint, seed):
+    """Seed a stage's options and, given a shipped ``checkpoint``, start from it at a fine-tuning learning rate."""
+    opt['manual_seed'] = seed
+    if checkpoint:
+        opt['path']['pretrain_network_g'] = checkpoint
+        set_learning_rate(opt, opt['train']['optim_g']['lr'] * FINETUNE_LR_SCALE)
+
+
+def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60, kt_iters=150, da_iters=150,
              patch=48, batch=8, seed=0, kt_ablation=False, da_ablation=False, from_scratch=False, seeds=(0, 1, 2),
-             ablation_iters=80):
+             ablation_iters=80, jobs=2):
     """Run the whole demo; returns the results dict the report is written from.
 
     Unless ``from_scratch``, the teachers and the KT student start from the checkpoints shipped in
-    ``uniremoval/demo/checkpoints`` (:mod:`uniremoval.demo.pretrain`), and each stage still trains in its
-    own run. The ablation ladders train each row ``ablation_iters`` iterations with every seed of ``seeds``.
+    ``uniremoval/demo/checkpoints`` (:mod:`uniremoval.demo.pretrain`) and fine-tune at a tenth of their
+    configured learning rate; each stage still trains in its own run. The ablation ladders train each row
+    ``ablation_iters`` iterations with every seed of ``seeds``, ``jobs`` runs at a time (:func:`train_ladder`).
     """
     t_start = time.time()
     out_dir, data_root = osp.abspath(out_dir), osp.abspath(data_root)
@@ -147,13 +185,11 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=10
     stage('teachers')
     teacher_opts = {k: teacher_options(k, data_root, teacher_iters, patch, batch) for k in KINDS}
     for kind, opt in teacher_opts.items():
-        opt['manual_seed'] = seed
-        opt['path']['pretrain_network_g'] = shipped.get(kind)
+        start_from(opt, shipped.get(kind), seed)
     teacher_ckpts = {k: train_stage(opt, out_dir, curves) for k, opt in teacher_opts.items()}
     stage('knowledge transfer')
     kt_opt = kt_options(data_root, teacher_ckpts, kt_iters, patch, batch)
-    kt_opt['manual_seed'] = seed
-    kt_opt['path']['pretrain_network_g'] = shipped.get('kt')
+    start_from(kt_opt, shipped.get('kt'), seed)
     kt_ckpt = train_stage(kt_opt, out_dir, curves)
     stage('domain adaptation')
     da_opt = da_options(data_root, kt_ckpt, da_iters, patch, batch)
@@ -182,24 +218,16 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=10
         def build_kt(variant, name):  # Table IV trains the student from scratch: no shipped checkpoint
             return kt_options(data_root, teacher_ckpts, ablation_iters, patch, batch, variant, name)
 
-        def score_kt(net):
-            return score_networks({'row': net}, data_root, 'val')[0]['row']
-
-        results['kt_ladder'] = train_ladder(KT_LADDER + KT_FIDELITY, build_kt, score_kt, seeds, out_dir, 'demo_kt_abl')
+        results['kt_ladder'] = train_ladder(KT_LADDER + KT_FIDELITY, build_kt, seeds, out_dir, data_root, 'val',
+                                            'demo_kt_abl', jobs)
     if da_ablation:
         stage('DA ablation')
 
         def build_da(variant, name):
             return da_options(data_root, kt_ckpt, ablation_iters, patch, batch, variant, name)
 
-        def score_da(net):
-            if net is None:
-                return real['KT student']
-            scores, outputs = score_networks({'row': net}, data_root, 'real', no_reference=True)
-            add_color_cast(scores, outputs)
-            return scores['row']
-
-        results['da_ladder'] = train_ladder(DA_LADDER + DA_FIDELITY, build_da, score_da, seeds, out_dir, 'demo_da_abl')
+        results['da_ladder'] = train_ladder(DA_LADDER + DA_FIDELITY, build_da, seeds, out_dir, data_root, 'real',
+                                            'demo_da_abl', jobs, untrained=real['KT student'])
 
     stage('report')
     names = list(timings)
@@ -208,7 +236,7 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=10
     results['minutes']['main pipeline'] = main_minutes
     results['settings'] = dict(teacher_iters=teacher_iters, kt_iters=kt_iters, da_iters=da_iters, patch=patch,
                                batch=batch, seed=seed, seeds=list(seeds), ablation_iters=ablation_iters,
-                               from_scratch=from_scratch)
+                               from_scratch=from_scratch, jobs=jobs)
     for name, n_ladder in (('kt_ladder', len(KT_LADDER)), ('da_ladder', len(DA_LADDER))):
         if name in results:
             results[name + '_summary'] = summarise_ladder(results[name], n_ladder)

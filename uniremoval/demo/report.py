@@ -173,8 +173,10 @@ def write_report(results, out_dir):
         made = '; '.join(f"{k}: {v.get('iterations')} iterations, {v.get('minutes')} min" for k, v in pre.items())
         start = (f"The teachers and the KT student start from the demo-scale checkpoints shipped in "
                  f"`uniremoval/demo/checkpoints/` ({', '.join(sorted(shipped.values()))}), made by "
-                 f"`python -m uniremoval.demo.pretrain` ({made}); the domain-adaptation student starts from this "
-                 f"run's KT student. `--from-scratch` trains every stage from random weights.")
+                 f"`python -m uniremoval.demo.pretrain` ({made}) from random weights, and fine-tune here at a tenth of "
+                 f"their learning rate; the domain-adaptation student starts from this run's KT student. The "
+                 f"knowledge-transfer ladder trains its students from random weights. `--from-scratch` trains "
+                 f"every stage from random weights.")
     else:
         start = 'Every stage starts from random weights (no shipped checkpoints used).'
     lines = [

@@ -1,0 +1,38 @@
+"""The demo-checkpoint command (uniremoval.demo.pretrain) on a tiny demo data set: checkpoints and manifest."""
+import json
+
+import pytest
+import torch
+
+import uniremoval  # noqa: F401  (compat shim + registration)
+from uniremoval.demo import pretrain, shipped
+from uniremoval.demo.data import build_demo_data
+
+TINY_DATA = dict(n_train=3, n_val=1, n_real=1, n_clear=2, train_size=48, val_size=48, real_size=48, progress=False)
+TINY_RUN = {'iters': 2, 'patch': 32, 'batch': 2}
+
+
+@pytest.fixture(scope='module')
+def demo_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('demo_data')
+    build_demo_data(str(root / 'data'), seed=1, **TINY_DATA)
+    return str(root / 'data')
+
+
+def test_pretrain_publishes_checkpoints_and_manifest(demo_data, tmp_path):
+    folder = str(tmp_path / 'checkpoints')
+    with pytest.raises(FileNotFoundError, match='teacher'):  # kt distils the shipped teachers
+        pretrain.pretrain(['kt'], demo_data, str(tmp_path / 'work'), folder, TINY_RUN)
+    pretrain.pretrain(['haze', 'rain', 'blur', 'kt'], demo_data, str(tmp_path / 'work'), folder, TINY_RUN)
+    assert set(shipped.shipped_checkpoints(folder)) == set(shipped.STAGES)
+    manifest = json.loads((tmp_path / 'checkpoints' / 'manifest.json').read_text())
+    assert manifest['haze']['iterations'] == 2 and manifest['haze']['lr'] == pretrain.STAGE_SETTINGS['haze']['lr']
+    assert set(manifest['kt']['val_psnr']) == {'haze', 'rain', 'blur'} and list(manifest['rain']['val_psnr']) == ['rain']
+    # the published weights are the run's final weights, under 'params' only
+    run = torch.load(tmp_path / 'work' / 'experiments' / 'pretrain_teacher_rain' / 'models' / 'net_g_latest.pth',
+                     weights_only=True)['params']
+    published = torch.load(shipped.checkpoint_file('rain', folder), weights_only=True)
+    assert list(published) == ['params'] and all(torch.equal(run[k], v) for k, v in published['params'].items())
+    assert (tmp_path / 'checkpoints' / 'pretrain_kt_student.yml').is_file()
+    with pytest.raises(ValueError, match='snow'):
+        pretrain.pretrain(['snow'], demo_data, str(tmp_path / 'work'), folder, TINY_RUN)
