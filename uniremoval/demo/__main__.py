@@ -25,7 +25,7 @@ def build_arg_parser():
     parser.add_argument('--kt-ablation', action='store_true', help='also train the KT ladder (Table IV) per seed')
     parser.add_argument('--da-ablation', action='store_true', help='also train the DA ladder (Table V) per seed')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='seeds of the ablation ladders')
-    parser.add_argument('--ablation-iters', type=int, default=80, help='iterations of each ladder run')
+    parser.add_argument('--ablation-iters', type=int, default=60, help='iterations of each ladder run')
     parser.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
                         help='ladder runs trained at a time (single-threaded processes)')
     parser.add_argument('--from-scratch', action='store_true',

@@ -161,7 +161,7 @@ def start_from(opt, checkpoint, seed):
 
 def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60, kt_iters=150, da_iters=150,
              patch=48, batch=8, seed=0, kt_ablation=False, da_ablation=False, from_scratch=False, seeds=(0, 1, 2),
-             ablation_iters=80, jobs=2):
+             ablation_iters=60, jobs=2):
     """Run the whole demo; returns the results dict the report is written from.
 
     Unless ``from_scratch``, the teachers and the KT student start from the checkpoints shipped in
