@@ -55,12 +55,11 @@ def demo_goals(results):
                            f'{da_cast:.2f} vs {kt_cast:.2f}', da_cast <= kt_cast + CAST_TOLERANCE))
     for name, ladder in (('kt', 'Table IV ordering: BKT < BKT+ICL < BKT+ICL+FCL (synthetic val, mean PSNR)'),
                          ('da', 'Table V ordering: KT < +DA < +EICL < +EICL+EFCL (real split, mean PSNR)')):
-        summary = results.get(f'{name}_ladder_summary')
-        if summary:
-            steps = [summary[label]['verdict'] for label in list(summary)[1:] if summary[label]['vs'] in summary
-                     and list(summary).index(summary[label]['vs']) == list(summary).index(label) - 1]
+        summary, n_ladder = results.get(f'{name}_ladder_summary'), results.get(f'{name}_ladder_rows')
+        if summary and n_ladder:
+            steps = [summary[label]['verdict'] for label in list(summary)[1:n_ladder]]
             goals.append(_goal(ladder + ', beyond the seed-to-seed spread', ', '.join(steps),
-                               results[f'{name}_ladder_ordering_holds']))
+                               ordering_holds(summary, n_ladder)))
     minutes = results['minutes'].get('main pipeline')
     if minutes is not None:
         goals.append(_goal(f'demo pipeline (data, 3 teachers, KT, DA, evaluation) <= {DEMO_MINUTES:g} min',

@@ -239,6 +239,7 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60
                                from_scratch=from_scratch, jobs=jobs)
     for name, n_ladder in (('kt_ladder', len(KT_LADDER)), ('da_ladder', len(DA_LADDER))):
         if name in results:
+            results[name + '_rows'] = n_ladder  # the paper's rows; the ones after them are alternatives
             results[name + '_summary'] = summarise_ladder(results[name], n_ladder)
             results[name + '_ordering_holds'] = ordering_holds(results[name + '_summary'], n_ladder)
     results['goals'] = demo_goals(results)
