@@ -96,10 +96,11 @@ def test_feature_weight_decays_per_epoch(kt_model):
     assert decayed_weight(0.1, 0.99, 3) == pytest.approx(0.1 * 0.99**3)
     # iters_per_epoch = 5: iterations 1-5 are epoch 0, 6-10 epoch 1, 26 is epoch 5
     assert [kt_model.epoch_of(i) for i in (1, 5, 6, 10, 11, 26)] == [0, 0, 1, 1, 2, 5]
+    base = kt_model.cri_feature_cl.loss_weight  # lambda_f of options/demo/kt_tiny.yml
     for it, epoch in ((1, 0), (26, 5)):
         kt_model.feed_data(_batch([0, 1, 2, 0]))
         kt_model.optimize_parameters(it)
-        assert kt_model.log_dict['w_cl_feat'] == pytest.approx(0.1 * 0.99**epoch, rel=1e-6)
+        assert kt_model.log_dict['w_cl_feat'] == pytest.approx(base * 0.99**epoch, rel=1e-6)
 
 
 def _run_fixed_batch(model, iters=40):
