@@ -88,20 +88,21 @@ class StagedRestorationMixin:
     def from_network_range(self, img):
         return from_network_range(img, self.pixel_range)
 
-    def stage_outputs(self, net, lq):
-        """All stage outputs of ``net`` for [0, 1] input ``lq``, in [0, 1]."""
-        outputs = net(self.to_network_range(lq))
+    def _stages_in_data_range(self, outputs):
+        """A network's output (one tensor, or the stage outputs final first) as a list in [0, 1]."""
         if isinstance(outputs, torch.Tensor):
             outputs = [outputs]
         return [self.from_network_range(o) for o in outputs]
+
+    def stage_outputs(self, net, lq):
+        """All stage outputs of ``net`` for [0, 1] input ``lq``, in [0, 1]."""
+        return self._stages_in_data_range(net(self.to_network_range(lq)))
 
     def restore_stages_with_feats(self, net, img):
         """All stage outputs (final first, in [0, 1]) of ``net`` for [0, 1] input ``img`` and its ``feat_layers``
         features."""
         outputs, feats = net(self.to_network_range(img), return_feats=True, feat_layers=self.feat_layers)
-        if isinstance(outputs, torch.Tensor):
-            outputs = [outputs]
-        return [self.from_network_range(o) for o in outputs], feats
+        return self._stages_in_data_range(outputs), feats
 
     def restore_with_feats(self, net, img):
         """Final restored image of ``net`` for [0, 1] input ``img`` (in [0, 1]) and its ``feat_layers`` features."""
