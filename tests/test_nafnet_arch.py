@@ -173,10 +173,11 @@ def test_padding_then_cropping():
         # already a multiple of padder_size (4): nothing padded, same as the unpadded network
         x = torch.rand(1, 3, 24, 28)
         assert torch.equal(net(x), net.forward_padded(x))
-        # otherwise: reflection-padded at the bottom/right to 40x48, run, cropped to the top-left 37x45
+        # otherwise: zero-padded (official check_image_size) at the bottom/right to 40x48, run, cropped back
         x = torch.rand(1, 3, 37, 45)
-        padded = pad_to_multiple(x, 4)
+        padded = pad_to_multiple(x, 4, mode='constant')
         assert padded.shape[-2:] == (40, 48)
+        assert torch.equal(padded[:, :, :37, :45], x) and padded[:, :, 37:].abs().sum() == 0
         assert torch.equal(net(x), net.forward_padded(padded)[:, :, :37, :45])
 
 

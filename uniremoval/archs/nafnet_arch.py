@@ -21,13 +21,11 @@ GoPro width32  32, [1, 1, 1, 28], 1, [1, 1, 1, 1]          17,111,907
 SIDD width32   32, [2, 2, 4, 8], 12, [2, 2, 2, 2]          29,159,715
 =============  =========================================  ============
 
-Two documented differences from the official code, neither of which changes any parameter:
+One documented difference from the official code, which changes no parameter or output:
 
-* Padding: the input is padded at the bottom and right to a multiple of ``2 ** len(enc_blk_nums)``
-  with the project's :func:`uniremoval.utils.padding.pad_to_multiple` (reflection) instead of the
-  official zero padding, and the output is cropped back. Inputs whose sides are already multiples
-  (GoPro 1280x720, SIDD 256x256 with 4 levels) are not padded at all, so outputs there are the
-  official ones; elsewhere only pixels whose receptive field reaches the padded border can differ.
+* Padding: the input is zero-padded at the bottom and right to a multiple of ``2 ** len(enc_blk_nums)``
+  (the official ``check_image_size``) with the project's
+  :func:`uniremoval.utils.padding.pad_to_multiple` (``mode='constant'``), and the output is cropped back.
 * ``LayerNorm2d`` is computed with ordinary autograd operations; the official code wraps the same
   formula in a hand-written ``autograd.Function`` whose backward is the analytic gradient of it.
 """
@@ -193,5 +191,5 @@ class NAFNet(nn.Module):
 
     def forward(self, inp):
         height, width = inp.shape[-2:]
-        out = self.forward_padded(pad_to_multiple(inp, self.padder_size))
+        out = self.forward_padded(pad_to_multiple(inp, self.padder_size, mode='constant'))
         return out[:, :, :height, :width]
