@@ -2,6 +2,7 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 
 import uniremoval  # noqa: F401  (compat shim + registration)
 from basicsr.metrics import calculate_psnr, calculate_ssim
@@ -67,6 +68,26 @@ def test_color_cast_ignores_uniform_offsets_and_measures_tints():
     tinted = gt.copy()
     tinted[..., 1] += 12  # green
     assert pipeline.color_cast([tinted, gt], [gt, gt]) == pytest.approx(6.0)
+
+
+def test_identity_drift_measures_change_on_the_clear_images(tmp_path):
+    clear = tmp_path / 'real' / 'clear'
+    clear.mkdir(parents=True)
+    for i in range(2):
+        cv2.imwrite(str(clear / f'{i}.png'), np.full((8, 8, 3), 100 + 10 * i, np.uint8))
+
+    def darken_green(x):  # a "network" on [0, 1] tensors: green channel of BGR 6 grey levels darker
+        return x - torch.tensor([0.0, 6.0, 0.0]).view(1, 3, 1, 1) / 255
+
+    drift = pipeline.identity_drift({'id': torch.nn.Identity(), 'tint': darken_green}, str(tmp_path))
+    assert drift['id'] == {'mean_abs': 0.0, 'channel_shift': [0.0, 0.0, 0.0]}
+    assert drift['tint']['mean_abs'] == pytest.approx(2.0)
+    assert drift['tint']['channel_shift'] == pytest.approx([0.0, -6.0, 0.0])
+    results = _results()
+    results['goals'] = evidence.demo_goals(results)
+    results['identity_on_clear'] = drift
+    report.write_report(results, str(tmp_path))
+    assert '| tint | 2.00 | +0.0 | -6.0 | +0.0 |' in (tmp_path / 'report.md').read_text()
 
 
 def test_report_goals_first_ladders_and_html(tmp_path):

@@ -98,6 +98,23 @@ def color_cast(outputs, gts):
     return float(np.mean(casts))
 
 
+def identity_drift(networks, data_root):
+    """How far each network moves the unpaired real clear images (the identity term's target, Eq. 8).
+
+    Needs no ground truth: the clear images are DA's own training inputs. Per network, the mean absolute
+    change in grey levels and the mean change of each channel's mean (B, G, R: negative = darker), over
+    ``real/clear``. A student that drifts from the identity darkens or tints everything it restores.
+    """
+    folder = osp.join(data_root, 'real', 'clear')
+    clear = [cv2.imread(osp.join(folder, name)) for name in sorted(os.listdir(folder))]
+    drift = {}
+    for column, net in networks.items():
+        change = [restore_image(net, img).astype(np.float64) - img for img in clear]
+        drift[column] = {'mean_abs': float(np.mean([np.abs(c).mean() for c in change])),
+                         'channel_shift': np.mean([c.reshape(-1, 3).mean(0) for c in change], 0).tolist()}
+    return drift
+
+
 def add_color_cast(scores, outputs):
     """Add ``cast`` (:func:`color_cast` against the ground truth) to every column's per-type scores."""
     for column, by_type in scores.items():
@@ -204,10 +221,12 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60
     real, real_out = score_networks({'KT student': kt_net, 'DA student': da_net}, data_root, 'real',
                                     no_reference=True)
     add_color_cast(real, real_out)
+    drift = identity_drift({'KT student': kt_net, 'DA student': da_net}, data_root)
     for kind in KINDS:
         save_grid(synthetic_out, kind, osp.join(out_dir, f'grid_synthetic_{kind}.png'))
         save_grid(real_out, kind, osp.join(out_dir, f'grid_real_{kind}.png'))
-    results = {'synthetic': synthetic, 'real': real, 'curves': save_curves(curves, osp.join(out_dir, 'curves.png'))}
+    results = {'synthetic': synthetic, 'real': real, 'identity_on_clear': drift,
+               'curves': save_curves(curves, osp.join(out_dir, 'curves.png'))}
     results['shipped_checkpoints'] = {k: osp.basename(v) for k, v in shipped.items()}
     results['pretraining'] = read_manifest() if shipped else {}
     main_minutes = (time.time() - t_start) / 60

@@ -215,6 +215,13 @@ def write_report(results, out_dir):
               '## Real split: different degradation settings, ground truth kept aside for scoring', '',
               real_caption(nr, cast), '',
               *markdown_table(results['real'], kinds, ('psnr', 'ssim', *nr, *cast)), '']
+    if results.get('identity_on_clear'):
+        lines += ['## Real clear images through each network (identity, Eq. 8)', '',
+                  'The unpaired clear images domain adaptation trains on, restored: mean absolute change and the '
+                  'change of each channel mean (grey levels; negative = darker). No ground truth involved.', '',
+                  '| network | mean abs change | B | G | R |', '|---|---|---|---|---|']
+        lines += [f"| {name} | {d['mean_abs']:.2f} | " + ' | '.join(f'{v:+.1f}' for v in d['channel_shift']) + ' |'
+                  for name, d in results['identity_on_clear'].items()] + ['']
     if results.get('curves'):
         lines += ['## Loss curves', '', '![loss curves](curves.png)', '']
     lines += ['## Time per stage (minutes)', '', '| stage | minutes |', '|---|---|'] + \
