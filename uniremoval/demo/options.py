@@ -55,6 +55,7 @@ DA_FIDELITY = (
                       'norm_type': 'instance'},
         'train': {'gan_opt': {'gan_type': 'lsgan'}}}),
     ('EX-MGCL, identity on all 3 stages', {'train': {'supervised_stages': 'all'}}),
+    ("EX-MGCL, identity weight at the paper's balance (0.2)", {'train': {'identity_opt': {'loss_weight': 0.2}}}),
 )
 
 
