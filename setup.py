@@ -40,7 +40,9 @@ setup(
     },
     install_requires=read_requirements(),
     extras_require={
-        'test': ['pytest>=7', 'flake8>=7', 'isort>=5.12'],
+        'test': ['pytest>=7', 'flake8>=7', 'isort>=5.12', 'onnx>=1.16', 'onnxruntime>=1.18'],
+        # the deployment engine: uniremoval-export-onnx and uniremoval-restore --engine onnxruntime
+        'onnx': ['onnx>=1.16', 'onnxruntime>=1.18'],
         # the demo's loss curves, and more bundled photos for the demo data
         'demo': ['matplotlib>=3.7', 'scikit-learn>=1.3'],
     },
@@ -48,6 +50,9 @@ setup(
         'console_scripts': [
             'basicsr = uniremoval.cli:main',
             'uniremoval-restore = uniremoval.restore:main',
+            'uniremoval-export-onnx = uniremoval.onnx_export:main',
+            'uniremoval-ads-select = uniremoval.ads_select:main',
+            'uniremoval-ads-compare = uniremoval.ads_compare:main',
         ],
     },
     classifiers=[

@@ -14,7 +14,7 @@ DA_TINY = osp.join(REPO, 'options', 'demo', 'da_tiny.yml')
 
 @pytest.fixture
 def da_model(tmp_path):
-    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True)
+    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True, check_paths=False)
     torch.manual_seed(7)
     ckpt = tmp_path / 'kt_student.pth'
     torch.save({'params': build_network(dict(opt['network_g'])).state_dict()}, ckpt)
@@ -155,7 +155,7 @@ def test_identity_on_all_stages_sums_the_stage_losses(da_model):
 
 
 def test_bad_choice_option_names_the_key(tmp_path):
-    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True)
+    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True, check_paths=False)
     opt['train']['image_cl_negatives'] = 'same_type'
     opt['train']['iters_per_epoch'] = 4
     opt['path']['pretrain_network_g'] = None

@@ -279,5 +279,5 @@ def test_shipped_option_files_parse_up_to_checkpoints(name):
     assert opt['checkpoints'] and opt['datasets'] and opt['metrics']
     try:
         parse_eval_options(path)
-    except OptionsError as err:  # expected unless the checkpoints were trained here (make demo)
-        assert 'checkpoint file not found' in str(err)
+    except OptionsError as err:  # expected unless the checkpoints were trained / the data built here (make demo)
+        assert any(m in str(err) for m in ('checkpoint file not found', 'does not exist', 'holds no images'))

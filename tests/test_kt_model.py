@@ -22,7 +22,7 @@ def _save_teacher(opt, path, seed):
 
 def _kt_options(tmp_path, iters_per_epoch):
     """The tiny KT options with three randomly initialised teachers saved under ``tmp_path``."""
-    opt, _ = parse_options(['-opt', KT_TINY], root_path=str(tmp_path), is_train=True)
+    opt, _ = parse_options(['-opt', KT_TINY], root_path=str(tmp_path), is_train=True, check_paths=False)
     for i, teacher in enumerate(opt['teachers']):
         teacher['pretrain_path'] = str(tmp_path / f'teacher_{i}.pth')
         _save_teacher(opt, teacher['pretrain_path'], seed=100 + i)

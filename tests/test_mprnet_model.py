@@ -49,7 +49,7 @@ def test_edge_and_charbonnier_known_answers():
 
 # --------------------------------------------------------------------------- teacher model
 def _tiny_model(tmp_path, **root):
-    opt, _ = parse_options(['-opt', TINY_TEACHER_OPT], root_path=str(tmp_path), is_train=True)
+    opt, _ = parse_options(['-opt', TINY_TEACHER_OPT], root_path=str(tmp_path), is_train=True, check_paths=False)
     opt.update(root)
     return build_model(opt)
 

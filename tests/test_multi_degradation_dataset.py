@@ -253,17 +253,24 @@ def test_size_mismatch_names_both_files(tmp_path):
     gt_dir, lq_dir = write_pairs(str(tmp_path / 'haze'), 2, seed=13)
     cv2.imwrite(osp.join(lq_dir, '0001.png'), np.zeros((32, 40, 3), np.uint8))
     for phase in ('train', 'val'):
-        ds = MultiDegradationDataset(dataset_opt([source('haze', (gt_dir, lq_dir))], phase=phase, gt_size=16))
-        ds[0]
+        # found from the image headers when the dataset is built ...
         with pytest.raises(ValueError) as info:
+            MultiDegradationDataset(dataset_opt([source('haze', (gt_dir, lq_dir))], phase=phase, gt_size=16))
+        # ... or, with the header check off, when the pair is drawn
+        ds = MultiDegradationDataset(dataset_opt([source('haze', (gt_dir, lq_dir))], phase=phase, gt_size=16,
+                                                 check_images=False))
+        ds[0]
+        with pytest.raises(ValueError) as info_drawn:
             ds[1]
-        msg = str(info.value)
-        assert osp.join(gt_dir, '0001.png') in msg and osp.join(lq_dir, '0001.png') in msg
-        assert '40x40' in msg and '32x40' in msg
+        for msg in (str(info.value), str(info_drawn.value)):
+            assert osp.join(gt_dir, '0001.png') in msg and osp.join(lq_dir, '0001.png') in msg
+            assert '40x40' in msg and '32x40' in msg
 
 
 def test_image_smaller_than_gt_size(two_sources):
-    ds = MultiDegradationDataset(dataset_opt(two_sources, phase='train', gt_size=64))
+    with pytest.raises(ValueError, match=r'0000\.png is 40x40 \(HxW\), smaller than the training patch \(64x64'):
+        MultiDegradationDataset(dataset_opt(two_sources, phase='train', gt_size=64))
+    ds = MultiDegradationDataset(dataset_opt(two_sources, phase='train', gt_size=64, check_images=False))
     with pytest.raises(ValueError, match=r'0000\.png \(40x40\).*smaller than gt_size 64'):
         ds[0]
 
@@ -272,8 +279,10 @@ def test_corrupt_and_vanished_images_name_the_file(tmp_path):
     gt_dir, lq_dir = write_pairs(str(tmp_path / 'rain'), 3, seed=14)
     with open(osp.join(lq_dir, '0001.png'), 'wb') as f:
         f.write(b'\x89PNG\r\n\x1a\nthis is not a png')
+    with pytest.raises(ValueError, match=re.escape(osp.join(lq_dir, '0001.png'))):
+        MultiDegradationDataset(dataset_opt([source('rain', (gt_dir, lq_dir))]))
     open(osp.join(gt_dir, '0002.png'), 'wb').close()  # empty file
-    ds = MultiDegradationDataset(dataset_opt([source('rain', (gt_dir, lq_dir))]))
+    ds = MultiDegradationDataset(dataset_opt([source('rain', (gt_dir, lq_dir))], check_images=False))
     with pytest.raises(ValueError, match=re.escape(osp.join(lq_dir, '0001.png'))):
         ds[1]
     with pytest.raises(ValueError, match=re.escape(osp.join(gt_dir, '0002.png'))):

@@ -30,7 +30,7 @@ def test_force_yml_parses_values_without_eval():
 
 
 def test_parse_options_paths_and_errors(tmp_path):
-    opt, _ = parse_options(['-opt', TINY_TEACHER_OPT], root_path=str(tmp_path), is_train=True)
+    opt, _ = parse_options(['-opt', TINY_TEACHER_OPT], root_path=str(tmp_path), is_train=True, check_paths=False)
     assert opt['path']['experiments_root'] == osp.join(str(tmp_path), 'experiments', 'demo_teacher_tiny')
     assert opt['datasets']['train']['phase'] == 'train' and opt['datasets']['val']['phase'] == 'val'
     assert opt['train']['optim_g']['lr'] == 2e-4 and opt['dist'] is False and opt['num_gpu'] == 0

@@ -209,7 +209,7 @@ def test_load_official_and_basicsr_checkpoints(tmp_path):
     assert _same_weights(load_network(basicsr_ckpt, TINY_MPRNET), state)  # params_ema preferred
     assert _same_weights(load_network(basicsr_ckpt, TINY_MPRNET, param_key='params'), other)
 
-    with pytest.raises(SetupError, match='does not match'):  # strict: the default MPRNet is bigger
+    with pytest.raises(SetupError, match='does not fit'):  # strict: the default MPRNet is bigger
         load_network(official)
 
 
@@ -289,6 +289,58 @@ def test_cli_setup_errors_exit_2(tiny_model, tmp_path, capsys):
                  '--tile-overlap', '16']) == 2
     assert main(['-i', str(tmp_path / 'missing'), '-o', out, '-w', ckpt, '--opt', opt]) == 2
     assert main(['-i', str(tmp_path / 'a.png'), '-o', out, '-w', ckpt]) == 2  # default MPRNet: mismatch
-    assert 'does not match' in capsys.readouterr().err
+    assert 'does not fit' in capsys.readouterr().err
     assert main(['-i', str(tmp_path), '-o', str(tmp_path), '-w', ckpt, '--opt', opt]) == 1  # no overwrite
     assert np.array_equal(cv2.imread(str(tmp_path / 'a.png')), np.zeros((8, 8, 3), np.uint8))
+
+
+# ------------------------------------------------------------------------------------------
+# Output folder: checked before anything is processed; names stay inside it
+# ------------------------------------------------------------------------------------------
+def test_cli_unwritable_output_folder_exits_2_before_processing(tiny_model, tmp_path, capsys, monkeypatch):
+    """A read-only output folder (simulated for root, who may write anywhere), or one that cannot be
+    created, fails with exit 2 naming it, before the network is loaded or any image is restored."""
+    ckpt, opt = tiny_model
+    src = tmp_path / 'in'
+    src.mkdir()
+    for i in range(3):
+        _write(src / f'{i}.png', np.zeros((16, 16, 3), np.uint8))
+    calls = []
+    monkeypatch.setattr('uniremoval.restore.restore_image', lambda *a, **k: calls.append(a))
+    monkeypatch.setattr('uniremoval.restore.load_network', lambda *a, **k: calls.append(a))
+
+    read_only = tmp_path / 'read_only'
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.geteuid() == 0:  # permissions do not stop root: make creating files there fail as EACCES would
+        import tempfile
+        real_mkstemp = tempfile.mkstemp
+
+        def refuse(*args, dir=None, **kwargs):
+            if dir is not None and osp.abspath(dir) == str(read_only):
+                raise PermissionError(13, 'Permission denied', dir)
+            return real_mkstemp(*args, dir=dir, **kwargs)
+
+        monkeypatch.setattr(tempfile, 'mkstemp', refuse)
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('not a folder')
+    for output in (read_only, blocker / 'sub'):
+        assert main(['-i', str(src), '-o', str(output), '-w', ckpt, '--opt', opt, '-q']) == 2
+        err = capsys.readouterr().err
+        assert f'output folder {output}' in err and 'not writable' in err
+    assert calls == [] and os.listdir(read_only) == []
+
+
+def test_cli_output_names_stay_in_the_output_folder(tiny_model, tmp_path, capsys):
+    ckpt, opt = tiny_model
+    src, dst = tmp_path / 'in', tmp_path / 'deep' / 'out'
+    src.mkdir()
+    _write(src / '..png', np.zeros((16, 16, 3), np.uint8))  # stem '.', hidden: skipped by list_images
+    _write(src / 'a..b.png', np.full((16, 16, 3), 7, np.uint8))
+    for suffix in ('/../../escaped', '_x/../../escaped', os.sep + 'y'):
+        assert main(['-i', str(src), '-o', str(dst), '-w', ckpt, '--opt', opt, '--suffix', suffix, '-q']) == 2
+        assert 'must not contain a path separator' in capsys.readouterr().err
+    assert not osp.exists(tmp_path / 'escaped.png') and not osp.exists(dst)
+    assert main(['-i', str(src), '-o', str(dst), '-w', ckpt, '--opt', opt, '--suffix', '..', '-q']) == 0
+    assert os.listdir(dst) == ['a..b...png']
+    assert sorted(os.listdir(tmp_path)) == ['deep', 'in']

@@ -255,10 +255,14 @@ def test_missing_folders_and_empty_sets_name_the_key(tmp_path, data):
 
 
 def test_images_smaller_than_gt_size_name_the_file(data):
-    ds = UnpairedDegradationDataset(dataset_opt(data['sources'], clear=data['clear'], gt_size=22))
+    # found from the image headers when the dataset is built ...
+    with pytest.raises(ValueError, match=r'clear image .*c\d\.png is 20x28 \(HxW\), smaller than the training patch'):
+        UnpairedDegradationDataset(dataset_opt(data['sources'], clear=data['clear'], gt_size=22))
+    # ... or, with the header check off, when the sample is drawn
+    ds = UnpairedDegradationDataset(dataset_opt(data['sources'], clear=data['clear'], gt_size=22, check_images=False))
     with pytest.raises(ValueError, match=r'clear image .*c\d\.png \(20x28\) is smaller than gt_size 22'):
         ds[0]  # lq 24x32 fits, every clear image is 20x28
-    ds = UnpairedDegradationDataset(dataset_opt(data['sources'], clear=data['clear'], gt_size=28))
+    ds = UnpairedDegradationDataset(dataset_opt(data['sources'], clear=data['clear'], gt_size=28, check_images=False))
     with pytest.raises(ValueError, match=r"\('haze'\): degraded image .*0000\.png \(24x32\) is smaller than gt_size"):
         ds[0]
 
@@ -267,7 +271,9 @@ def test_corrupt_images_name_the_file(data):
     haze_dir = data['sources'][0]['dataroot_lq']
     with open(osp.join(haze_dir, '0001.png'), 'wb') as f:
         f.write(b'\x89PNG\r\n\x1a\nthis is not a png')
-    ds = UnpairedDegradationDataset(dataset_opt(data['sources'], phase='val', balanced=False))
+    with pytest.raises(ValueError, match=re.escape(osp.join(haze_dir, '0001.png'))):
+        UnpairedDegradationDataset(dataset_opt(data['sources'], phase='val', balanced=False))
+    ds = UnpairedDegradationDataset(dataset_opt(data['sources'], phase='val', balanced=False, check_images=False))
     with pytest.raises(ValueError, match=re.escape(osp.join(haze_dir, '0001.png'))):
         ds[1]
     rain = data['sources'][1]
@@ -276,8 +282,8 @@ def test_corrupt_images_name_the_file(data):
         ds[4]
     for name in os.listdir(data['clear']):
         open(osp.join(data['clear'], name), 'wb').close()  # empty files
-    ds = UnpairedDegradationDataset(dataset_opt(data['sources'], clear=data['clear']))
-    with pytest.raises(ValueError, match=r'clear image .*c\d\.png is missing, empty or not a decodable image'):
+    ds = UnpairedDegradationDataset(dataset_opt(data['sources'], clear=data['clear'], check_images=False))
+    with pytest.raises(ValueError, match=r'clear image .*c\d\.png is missing, empty, truncated or not a decodable'):
         ds[0]
 
 

@@ -94,8 +94,8 @@ from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, get_time_str, imwrite, tensor2img
 from basicsr.utils.registry import METRIC_REGISTRY
 from uniremoval.metrics.metric_util import NO_REFERENCE_METRICS
-from uniremoval.options import OptionsError, apply_force_yml, load_option_file
-from uniremoval.restoration import load_network, network_function
+from uniremoval.options import OptionsError, apply_force_yml, check_dataset_paths, load_option_file
+from uniremoval.restoration import SetupError, load_network, network_function
 from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.pixel_range import parse_pixel_range
 from uniremoval.utils.tiling import tiled_forward
@@ -260,6 +260,8 @@ def parse_eval_options(path, force_yml=None, root_path=None):
     _check_datasets(opt, path)
     _check_metrics(opt, path)
     _check_checkpoints(opt, path, list(opt['datasets']))
+    for row, dataset in opt['datasets'].items():  # missing / empty folders, unreadable images
+        check_dataset_paths(dataset, f'Option file {path}: datasets:{row}', train=False)
     opt['save_img'] = bool(opt.get('save_img', False))
     opt['device'] = _device(opt, path)
     root_path = osp.abspath(root_path or os.getcwd())
@@ -342,12 +344,25 @@ def score_set(loader, metrics, restore_fn, desc, save_dir=None):
             sample['img2'] = tensor2img(data['gt'])
             with_gt += 1
         if save_dir is not None:
-            name = osp.splitext(osp.basename(data['lq_path'][0]))[0]
-            imwrite(sample['img'], osp.join(save_dir, f'{name}.png'))
+            imwrite(sample['img'], output_path(save_dir, data['lq_path'][0]))
         for name, value in score_image(sample['img'], sample.get('img2'), metrics).items():
             sums[name] += value
             counts[name] += 1
     return {m: (sums[m] / counts[m] if counts[m] else None) for m in metrics}, counts, with_gt
+
+
+def output_path(save_dir, input_path):
+    """Where the restoration of ``input_path`` (a file path or LMDB key) is saved: ``<save_dir>/<stem>.png``.
+
+    Only the input's base name counts (without leading dots, and with ``\\`` taken as a separator too),
+    so a name such as ``../x.png``, ``..\\x.png`` or ``/etc/x`` (from a meta-info file or an LMDB key)
+    cannot write outside ``save_dir``.
+    """
+    stem = osp.splitext(osp.basename(str(input_path).replace('\\', '/')))[0].lstrip('.').replace('\0', '_')
+    path = osp.join(save_dir, f"{stem or 'image'}.png")
+    if osp.dirname(osp.abspath(path)) != osp.abspath(save_dir):  # cannot happen; kept as a guard
+        raise OptionsError(f'output name derived from {input_path!r} leaves the output folder {save_dir}')
+    return path
 
 
 def _slug(text):
@@ -364,6 +379,10 @@ def evaluate(opt, logger=None):
     rows = []
     for row, dataset_opt in opt['datasets'].items():
         dataset = build_dataset(deepcopy(dataset_opt))
+        if len(dataset) == 0:
+            folders = ', '.join(f'{k} {dataset_opt[k]}' for k in ('dataroot_lq', 'dataroot_gt') if dataset_opt.get(k))
+            raise OptionsError(f"datasets:{row} ({dataset_opt['name']}) holds no images ({folders or 'no data path'}); "
+                               'a table row needs at least one image')
         loader = build_dataloader(dataset, dataset_opt, num_gpu=0, dist=False, sampler=None)
         rows.append({'type': row, 'test_set': dataset_opt['name'], 'num_images': len(dataset),
                      'num_with_gt': None, 'loader': loader, 'values': {}, 'num_scored': {}})
@@ -576,7 +595,12 @@ def evaluate_pipeline(args=None, root_path=None):
 def main(argv=None):
     try:
         evaluate_pipeline(argv)
-    except OptionsError as e:
+    except (OptionsError, SetupError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # e.g. a checkpoint refused by torch.load(weights_only=True)
+        if not str(e).startswith('Cannot read checkpoint'):
+            raise
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0

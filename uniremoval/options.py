@@ -10,9 +10,12 @@ with three deliberate differences:
 * ``--force_yml key:sub=value`` values are parsed as YAML scalars/lists with the same safe loader;
   BasicSR ``eval``s them.
 * Experiments and results go under ``root_path`` (the current working directory by default), and
-  the options file is validated with errors that name the file and the key.
+  the options file is checked before anything is built (:func:`check_options`: missing keys, wrong
+  types, unregistered network / loss / dataset / model types, missing data, a cosine schedule shorter than
+  ``total_iter``), with errors that name the file, the key path and what was expected.
 """
 import argparse
+import inspect
 import os
 import random
 import re
@@ -22,7 +25,7 @@ import torch
 import yaml
 
 from basicsr.utils import set_random_seed
-from basicsr.utils.dist_util import get_dist_info, init_dist
+from uniremoval.utils.dist_util import get_dist_info, init_dist_from_options
 
 
 class OptionsError(ValueError):
@@ -111,7 +114,7 @@ def build_arg_parser(is_train):
     return parser
 
 
-def parse_options(args, root_path=None, is_train=True):
+def parse_options(args, root_path=None, is_train=True, check_paths=True):
     """Turn command-line arguments into BasicSR's ``opt`` dict (see module docstring).
 
     Args:
@@ -120,6 +123,8 @@ def parse_options(args, root_path=None, is_train=True):
         root_path (str | None): folder that receives ``experiments/`` or ``results/``;
             default: the current working directory.
         is_train (bool): training or testing.
+        check_paths (bool): also check that data folders / LMDBs / checkpoints exist and hold valid
+            images (:func:`check_options`); off for tests that only build models from an option file.
 
     Returns:
         tuple[dict, argparse.Namespace]: the options and the parsed arguments.
@@ -139,16 +144,15 @@ def parse_options(args, root_path=None, is_train=True):
 
     if args.force_yml:
         apply_force_yml(opt, args.force_yml)
+    check_options(opt, args.opt, is_train=is_train, check_paths=check_paths)
 
     # distributed settings
     if args.launcher == 'none':
         opt['dist'] = False
     else:
         opt['dist'] = True
-        if args.launcher == 'slurm' and 'dist_params' in opt:
-            init_dist(args.launcher, **opt['dist_params'])
-        else:
-            init_dist(args.launcher)
+        # the plugin's launcher: NCCL with CUDA, Gloo without (BasicSR's hard-wires NCCL and cuda.set_device)
+        init_dist_from_options(args.launcher, opt.get('dist_params'), num_gpu=opt.get('num_gpu'))
     opt['rank'], opt['world_size'] = get_dist_info()
 
     seed = opt.get('manual_seed')
@@ -207,3 +211,254 @@ def parse_options(args, root_path=None, is_train=True):
         opt['path']['visualization'] = osp.join(results_root, 'visualization')
     opt['root_path'] = root_path
     return opt, args
+
+
+# ----------------------------------------------------------------------------- checks before anything is built
+# BasicSR option keys whose values must be numbers: (section, key) -> kind. 'int': an integer; 'number': an int
+# or float; 'ints' / 'numbers': a list of them. Arguments of networks, losses, optimisers and schedulers are
+# checked against the registered class's signature (see check_constructor_args) on top of these.
+NUMERIC_KEYS = {
+    'train': {'total_iter': 'int', 'warmup_iter': 'int', 'ema_decay': 'number', 'net_d_iters': 'int',
+              'net_d_init_iters': 'int', 'iters_per_epoch': 'int', 'feature_cl_decay': 'number'},
+    'optim': {'lr': 'number', 'weight_decay': 'number', 'betas': 'numbers', 'momentum': 'number', 'eps': 'number'},
+    'scheduler': {'periods': 'ints', 'milestones': 'ints', 'restart_weights': 'numbers', 'eta_min': 'number',
+                  'gamma': 'number', 'iters_per_epoch': 'int'},
+    'dataset': {'batch_size_per_gpu': 'int', 'num_worker_per_gpu': 'int', 'gt_size': 'int',
+                'dataset_enlarge_ratio': 'int', 'samples_per_type': 'int', 'mean': 'numbers', 'std': 'numbers'},
+    'val': {'val_freq': 'int'},
+    'logger': {'print_freq': 'int', 'save_checkpoint_freq': 'int'},
+}
+KIND_WORDS = {'int': 'an integer', 'number': 'a number', 'ints': 'a list of integers',
+              'numbers': 'a list of numbers', 'bool': 'true or false', 'str': 'a string',
+              'list': 'a list', 'mapping': 'a mapping'}
+POSITIVE_KEYS = ('total_iter', 'batch_size_per_gpu', 'gt_size', 'val_freq', 'print_freq', 'save_checkpoint_freq',
+                 'dataset_enlarge_ratio', 'lr')
+DATA_PATH_KEYS = ('dataroot_gt', 'dataroot_lq', 'dataroot_clear', 'meta_info_file', 'clear_meta_info_file')
+SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR', 'EpochExponentialLR')
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _matches(value, kind):
+    if kind == 'int':
+        return _is_int(value)
+    if kind == 'number':
+        return _is_number(value)
+    if kind in ('ints', 'numbers'):
+        test = _is_int if kind == 'ints' else _is_number
+        return isinstance(value, (list, tuple)) and all(test(v) for v in value)
+    if kind == 'bool':
+        return isinstance(value, bool)
+    if kind == 'str':
+        return isinstance(value, str)
+    if kind == 'list':
+        return isinstance(value, (list, tuple))
+    if kind == 'mapping':
+        return isinstance(value, dict)
+    raise ValueError(kind)
+
+
+class OptionChecker:
+    """Checks a parsed option dict before any dataset, network or model is built.
+
+    Every error is an :class:`OptionsError` naming the option file, the key path (``train:optim_g:lr``),
+    what was found and what was expected.
+    """
+
+    def __init__(self, opt, path, is_train=True, check_paths=True):
+        self.opt, self.path, self.is_train, self.check_paths = opt, path, is_train, check_paths
+
+    def fail(self, keys, message):
+        raise OptionsError(f'Option file {self.path}: {keys}: {message}')
+
+    def expect(self, keys, value, kind, positive=False):
+        if not _matches(value, kind):
+            self.fail(keys, f'expected {KIND_WORDS[kind]}, got {value!r} ({type(value).__name__})')
+        if positive and kind in ('int', 'number') and value <= 0:
+            self.fail(keys, f'expected a positive {KIND_WORDS[kind][3:] if kind == "int" else "number"}, '
+                            f'got {value!r}')
+
+    def require(self, node, key, keys, kind=None):
+        if not isinstance(node, dict) or key not in node or node[key] is None:
+            self.fail(keys, 'required option is missing' + (f' (expected {KIND_WORDS[kind]})' if kind else ''))
+        if kind is not None:
+            self.expect(keys, node[key], kind)
+        return node[key]
+
+    def numeric(self, node, group, prefix):
+        for key, kind in NUMERIC_KEYS[group].items():
+            if isinstance(node, dict) and node.get(key) is not None:
+                self.expect(f'{prefix}:{key}', node[key], kind, positive=key in POSITIVE_KEYS)
+
+    def registered(self, registry, what, keys, name):
+        objects = dict(iter(registry))  # {name: class}; BasicSR's get() also accepts names with a '_basicsr' suffix
+        if isinstance(name, str) and (name in objects or f'{name}_basicsr' in objects):
+            return objects.get(name) or objects[f'{name}_basicsr']
+        known = ', '.join(sorted({k[:-len('_basicsr')] if k.endswith('_basicsr') else k for k in registry.keys()}))
+        self.fail(keys, f'unknown {what} type {name!r}; registered {what} types: {known}')
+
+    # -------------------------------------------------------------------- the sections
+    def run(self):
+        from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+        opt = self.opt
+        self.require(opt, 'name', 'name', 'str')
+        self.registered(MODEL_REGISTRY, 'model', 'model_type', self.require(opt, 'model_type', 'model_type', 'str'))
+        datasets = self.require(opt, 'datasets', 'datasets', 'mapping')
+        for key in ('network_g', 'network_d'):
+            if key == 'network_g' or opt.get(key) is not None:
+                net = self.require(opt, key, key, 'mapping')
+                cls = self.registered(ARCH_REGISTRY, 'network', f'{key}:type', self.require(net, 'type', f'{key}:type'))
+                check_constructor_args(self, cls, net, key)
+        if self.is_train:
+            self.require(datasets, 'train', 'datasets:train', 'mapping')
+            self.check_train(self.require(opt, 'train', 'train', 'mapping'))
+            logger = self.require(opt, 'logger', 'logger', 'mapping')
+            self.numeric(logger, 'logger', 'logger')
+        for phase, dataset in datasets.items():
+            self.check_dataset(phase, dataset)
+        if opt.get('val') is not None:
+            self.check_val(opt['val'])
+        if self.check_paths:
+            for key, value in (opt.get('path') or {}).items():
+                if key.startswith('pretrain_network') and isinstance(value, str) and not osp.isfile(
+                        osp.expanduser(value)):
+                    self.fail(f'path:{key}', f'checkpoint file {value} does not exist')
+
+    def check_train(self, train):
+        from basicsr.utils.registry import LOSS_REGISTRY
+        self.require(train, 'total_iter', 'train:total_iter', 'int')
+        self.numeric(train, 'train', 'train')
+        for key, value in train.items():
+            keys = f'train:{key}'
+            if key.startswith('optim_') and isinstance(value, dict):
+                self.check_optimizer(value, keys)
+            elif key.endswith('_opt') and isinstance(value, dict) and 'type' in value:
+                cls = self.registered(LOSS_REGISTRY, 'loss', f'{keys}:type', value['type'])
+                check_constructor_args(self, cls, value, keys)
+        if 'optim_g' not in train:
+            self.fail('train:optim_g', 'required option is missing (expected a mapping with type and lr)')
+        if train.get('scheduler') is not None:
+            self.check_scheduler(train['scheduler'], train['total_iter'])
+
+    def check_optimizer(self, optim, keys):
+        optim_type = self.require(optim, 'type', f'{keys}:type', 'str')
+        self.require(optim, 'lr', f'{keys}:lr', 'number')
+        self.numeric(optim, 'optim', keys)
+        cls = getattr(torch.optim, optim_type, None)
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            self.fail(f'{keys}:type', f'unknown optimizer {optim_type!r}; BasicSR models build torch.optim.Adam '
+                                      '(type: Adam)')
+        check_constructor_args(self, cls, optim, keys, skip=('params',))
+
+    def check_scheduler(self, scheduler, total_iter):
+        from basicsr.models import lr_scheduler
+        keys = 'train:scheduler'
+        kind = self.require(scheduler, 'type', f'{keys}:type', 'str')
+        if kind not in SCHEDULERS:
+            self.fail(f'{keys}:type', f'unknown scheduler {kind!r}; known: {", ".join(SCHEDULERS)}')
+        self.numeric(scheduler, 'scheduler', keys)
+        if kind in ('MultiStepLR', 'MultiStepRestartLR'):
+            check_constructor_args(self, lr_scheduler.MultiStepRestartLR, scheduler, keys, skip=('optimizer',))
+        elif kind == 'CosineAnnealingRestartLR':
+            check_constructor_args(self, lr_scheduler.CosineAnnealingRestartLR, scheduler, keys, skip=('optimizer',))
+            periods = scheduler['periods']
+            weights = scheduler.get('restart_weights', [1])
+            if len(weights) != len(periods):
+                self.fail(f'{keys}:restart_weights', f'must have one weight per period ({len(periods)}: {periods}), '
+                                                     f'got {weights}')
+            if sum(periods) < total_iter:
+                self.fail(f'{keys}:periods', f'the periods {periods} sum to {sum(periods)}, fewer than '
+                                             f'train:total_iter {total_iter}: BasicSR\'s CosineAnnealingRestartLR '
+                                             f'fails at iteration {sum(periods) + 1}. Make the periods sum to at '
+                                             f'least total_iter, e.g. --force_yml train:scheduler:periods='
+                                             f'[{total_iter}] (or lower train:total_iter).')
+
+    def check_val(self, val):
+        from basicsr.utils.registry import METRIC_REGISTRY
+        if not isinstance(val, dict):
+            self.fail('val', f'expected a mapping, got {val!r}')
+        if self.is_train:
+            self.numeric(val, 'val', 'val')
+        for name, metric in (val.get('metrics') or {}).items():
+            keys = f'val:metrics:{name}'
+            if not isinstance(metric, dict):
+                self.fail(keys, f'expected a mapping with a metric type, got {metric!r}')
+            self.registered(METRIC_REGISTRY, 'metric', f'{keys}:type', metric.get('type'))
+
+    def check_dataset(self, phase, dataset):
+        from basicsr.utils.registry import DATASET_REGISTRY
+        keys = f'datasets:{phase}'
+        if not isinstance(dataset, dict):
+            self.fail(keys, f'expected a mapping of dataset options, got {dataset!r}')
+        self.registered(DATASET_REGISTRY, 'dataset', f'{keys}:type', self.require(dataset, 'type', f'{keys}:type'))
+        self.numeric(dataset, 'dataset', keys)
+        if phase.split('_')[0] == 'train':
+            for key in ('batch_size_per_gpu', 'num_worker_per_gpu'):
+                self.require(dataset, key, f'{keys}:{key}', 'int')
+        if self.check_paths:
+            check_dataset_paths(dataset, f'Option file {self.path}: {keys}', train=phase.split('_')[0] == 'train')
+
+
+def _kind_of_default(default):
+    """The kind a parameter's default value implies (``None`` when it implies nothing)."""
+    if isinstance(default, bool):
+        return 'bool'
+    if isinstance(default, (int, float)):  # an int default may be given a float (e.g. eta_min: 0 -> 1e-6)
+        return 'number'
+    if isinstance(default, str):
+        return 'str'
+    if isinstance(default, (list, tuple)):
+        return 'list'
+    return None
+
+
+def check_constructor_args(checker, cls, options, keys, skip=()):
+    """Check ``options`` (minus ``type``) against the signature of ``cls``: unknown names (unless it takes
+    ``**kwargs``), missing required arguments, and values of the wrong kind for their default
+    (``n_feat: eight`` where the default is ``40``)."""
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        return
+    params = {n: p for n, p in signature.parameters.items()
+              if n not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+    name = getattr(cls, '__name__', str(cls))
+    for key, value in options.items():
+        if key == 'type':
+            continue
+        if key not in params:
+            if not takes_kwargs:
+                checker.fail(f'{keys}:{key}', f'{name} takes no argument {key!r}; it takes: {", ".join(params)}')
+            continue
+        kind = _kind_of_default(params[key].default)
+        if kind is not None and value is not None and not _matches(value, kind):
+            checker.fail(f'{keys}:{key}', f'expected {KIND_WORDS[kind]} (the default of {name}.{key} is '
+                                          f'{params[key].default!r}), got {value!r} ({type(value).__name__})')
+    missing = [n for n, p in params.items() if p.default is p.empty and n not in options]
+    if missing:
+        checker.fail(keys, f'{name} needs the argument(s) {", ".join(missing)}')
+
+
+def check_dataset_paths(dataset, where, train):
+    """Every data path of a dataset's options exists and holds images (:mod:`uniremoval.data.data_util`)."""
+    from uniremoval.data.data_util import DataCheckError, check_dataset_files
+    try:
+        check_dataset_files(dataset, train=train)
+    except DataCheckError as e:
+        raise OptionsError(f'{where}: {e}') from e
+
+
+def check_options(opt, path, is_train=True, check_paths=True):
+    """Check an option dict (after ``--force_yml``) before anything is built; see :class:`OptionChecker`.
+
+    Raises:
+        OptionsError: naming ``path``, the key path and what was expected.
+    """
+    OptionChecker(opt, path, is_train=is_train, check_paths=check_paths).run()

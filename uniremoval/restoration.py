@@ -5,7 +5,12 @@
   a BasicSR one (``params_ema``, falling back to ``params``), an official MPRNet one (``state_dict``,
   ``module.`` prefixes allowed) or a bare state dict, read with ``weights_only=True``.
 * :func:`network_function` wraps a network as a function of [0, 1] images returning its final output
-  in [0, 1] (:mod:`uniremoval.utils.pixel_range`).
+  in [0, 1] (:mod:`uniremoval.utils.pixel_range`), under ``torch.inference_mode``, optionally with the
+  channels-last and bfloat16 fast paths.
+* :func:`resolve_network_settings` reads network options, pixel range and checkpoint from an option
+  file and command-line values (``uniremoval-restore``, ``uniremoval-export-onnx``). ONNX export and
+  the ONNX Runtime engine (a drop-in ``net`` for :func:`restore_image`) are in
+  :mod:`uniremoval.onnx_export`.
 * :func:`restore_image` restores one image array of any size, tile by tile with smooth overlap blending
   (:mod:`uniremoval.utils.tiling`) when it is larger than ``tile``. Bit depth, grey and alpha are kept.
 * :func:`read_image`, :func:`write_image` and :func:`list_images` read (unchanged), write (atomically,
@@ -24,9 +29,11 @@ import numpy as np
 import torch
 
 from basicsr.utils.registry import ARCH_REGISTRY
+from uniremoval.options import load_option_file
 from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.checkpoint import load_state_dict_file
-from uniremoval.utils.pixel_range import final_output, from_network_range, to_network_range
+from uniremoval.utils.pixel_range import final_output, from_network_range, parse_pixel_range, to_network_range
+from uniremoval.utils.state_dict_check import StateDictMismatchError, check_state_dict
 from uniremoval.utils.tiling import tiled_forward
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
@@ -73,24 +80,74 @@ def load_network(checkpoint, network_opt=None, param_key='params_ema', device='c
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
+        try:  # the missing / unexpected / wrong-shape keys, counted, naming the file
+            check_state_dict(net, state, checkpoint)
+        except StateDictMismatchError as mismatch:
+            raise SetupError(f'{mismatch} (network {arch}; give the training option file with --opt)') from e
         raise SetupError(f'checkpoint {checkpoint} does not match network {arch} {network_opt} '
                          f'(give the training option file with --opt): {e}') from e
     return net.to(device).eval()
 
 
-def network_function(net, pixel_range=(0.0, 1.0)):
-    """Wrap ``net`` as a function of [0, 1] images returning its final output in [0, 1].
+def network_function(net, pixel_range=(0.0, 1.0), channels_last=False, bf16=False):
+    """Wrap ``net`` as a function of [0, 1] images returning its final output in [0, 1] (float32).
 
     ``net`` may return a tensor or a list of stage outputs, final first (MPRNet;
     :func:`~uniremoval.utils.pixel_range.final_output`). ``pixel_range`` is the network's
     input/output range: ``(0, 1)`` or ``(-1, 1)`` (:func:`~uniremoval.utils.pixel_range.to_network_range`).
+
+    Inference fast paths (``uniremoval-restore --channels-last / --bf16``; the function always runs
+    under ``torch.inference_mode()``):
+
+    * ``channels_last``: the network's parameters (converted in place; harmless for other uses) and
+      every input in NHWC memory format, which oneDNN/cuDNN convolutions prefer. Same arithmetic:
+      equal to the default within float32 rounding (``tests/test_inference_fast_paths.py``: 1e-5).
+    * ``bf16``: ``torch.autocast`` with bfloat16 on the input's device (CPU or CUDA): convolutions in
+      bfloat16, 8 bits of mantissa, so results differ visibly (the test requires at least 35 dB PSNR
+      against float32 on a real photo with a trained network); the output is returned as float32.
     """
     pixel_range = tuple(float(v) for v in pixel_range)
+    if channels_last and isinstance(net, torch.nn.Module):
+        net.to(memory_format=torch.channels_last)
 
     def fn(x):
-        return from_network_range(final_output(net(to_network_range(x, pixel_range))), pixel_range)
+        with torch.inference_mode():
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if bf16:
+                with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+                    out = final_output(net(to_network_range(x, pixel_range)))
+            else:
+                out = final_output(net(to_network_range(x, pixel_range)))
+            return from_network_range(out.float().contiguous(), pixel_range)
 
     return fn
+
+
+def resolve_network_settings(opt_file=None, weights=None, param_key=None, pixel_range=None):
+    """(network options, pixel range, checkpoint, param key) of ``uniremoval-restore`` and
+    ``uniremoval-export-onnx``: ``network_g``, ``pixel_range`` and ``path: pretrain_network_g`` /
+    ``param_key_g`` of the option file ``opt_file`` unless given (``pixel_range``: ``'0,1'`` or ``'-1,1'``).
+    """
+    network_opt, range_, checkpoint = None, (0.0, 1.0), weights
+    if opt_file:
+        opt = load_option_file(opt_file)
+        network_opt = opt.get('network_g')
+        if not isinstance(network_opt, dict):
+            raise SetupError(f'option file {opt_file} has no network_g mapping')
+        try:
+            range_ = parse_pixel_range(opt)
+        except ValueError as e:
+            raise SetupError(f'{opt_file}: {e}') from e
+        paths = opt.get('path') or {}
+        checkpoint = checkpoint or paths.get('pretrain_network_g')
+        if param_key is None and not weights:
+            param_key = paths.get('param_key_g')
+    if pixel_range:
+        range_ = tuple(float(v) for v in pixel_range.split(','))
+    if not checkpoint:
+        raise SetupError('no checkpoint: give -w CHECKPOINT (or --opt with path:pretrain_network_g)')
+    return network_opt, range_, checkpoint, param_key or 'params_ema'
 
 
 def _module_device(net):
@@ -134,7 +191,7 @@ def _from_unit_float(img, dtype):
 
 
 def restore_image(net, img, tile=0, overlap=32, batch=1, multiple=1, pixel_range=(0.0, 1.0), device=None,
-                  bgr=True, progress=False):
+                  bgr=True, progress=False, channels_last=False, bf16=False, align=1):
     """Restore one image array with ``net``; returns an array of the same shape and dtype.
 
     Args:
@@ -149,6 +206,8 @@ def restore_image(net, img, tile=0, overlap=32, batch=1, multiple=1, pixel_range
         device: where the network runs; default: the device of ``net``'s parameters. The full image
             stays on the CPU, only tiles move.
         progress (bool): tqdm bar over the tiles of a large image.
+        channels_last, bf16 (bool): inference fast paths, see :func:`network_function`.
+        align (int): tile alignment, see :func:`~uniremoval.utils.tiling.tiled_forward`.
 
     Grey images go through the network as three equal channels and come back as the channel mean;
     the alpha channel is copied unchanged; the result is clipped to the input's range.
@@ -160,8 +219,9 @@ def restore_image(net, img, tile=0, overlap=32, batch=1, multiple=1, pixel_range
     x = np.repeat(x, 3, axis=2) if grey else (x[..., ::-1] if bgr else x)
     tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
     device = _module_device(net) if device is None else device
-    out = tiled_forward(network_function(net, pixel_range), tensor, tile, overlap, batch=batch, multiple=multiple,
-                        device=device, progress=progress)
+    fn = network_function(net, pixel_range, channels_last=channels_last, bf16=bf16)
+    out = tiled_forward(fn, tensor, tile, overlap, batch=batch, multiple=multiple, device=device, progress=progress,
+                        align=align)
     out = out[0].float().cpu().numpy().transpose(1, 2, 0)
     out = out.mean(axis=2, keepdims=True) if grey else (out[..., ::-1] if bgr else out)
     out = _from_unit_float(out, colour.dtype)

@@ -6,6 +6,7 @@ Usage::
                        [--tile 512] [--tile-overlap 32] [--tile-batch 1] [--multiple 1]
                        [--device auto|cpu|cuda|cuda:N] [--pixel-range 0,1|-1,1]
                        [--ext png] [--suffix _restored] [--jpeg-quality 95] [--quiet]
+                       [--engine auto|pytorch|onnxruntime] [--channels-last] [--bf16]
 
 * Network: ``network_g`` and ``pixel_range`` of a BasicSR option file (``--opt``), otherwise the
   paper's MPRNet (``n_feat`` 40, ``scale_unetfeats`` 20, ``scale_orsnetfeats`` 16, ``num_cab`` 8) in
@@ -13,6 +14,12 @@ Usage::
   official MPRNet one (``state_dict``, ``module.`` prefixes allowed) or a bare state dict; it is
   loaded with ``weights_only=True`` and ``strict=True``. Without ``-w``, the option file's
   ``path: pretrain_network_g`` (and ``param_key_g``) are used.
+* Engines: ``pytorch`` (default for a ``.pth``) or ``onnxruntime`` (default for an ``.onnx`` file
+  written by ``uniremoval-export-onnx``, :mod:`uniremoval.onnx_export`; the file carries its network
+  and pixel range, so ``--opt`` and ``--pixel-range`` are not needed). PyTorch fast paths:
+  ``--channels-last`` (NHWC memory format, equal results within float32 rounding) and ``--bf16``
+  (bfloat16 autocast on CPU or CUDA; results differ slightly, see
+  :func:`uniremoval.restoration.network_function`). Inference always runs under ``torch.inference_mode``.
 * Images larger than ``--tile`` are restored tile by tile with smooth overlap blending (see
   :mod:`uniremoval.utils.tiling`), so memory stays bounded; smaller images, or ``--tile 0``, are
   restored whole.
@@ -22,7 +29,11 @@ Usage::
 * Outputs: with a folder (or a single file and an existing folder / a name without an image
   extension) as ``-o``, each image is written there under its own name plus ``--suffix``, with its
   own extension or ``--ext``; with one input file and ``-o`` ending in an image extension, that is
-  the output file. Files are written under a temporary name and renamed into place.
+  the output file. Files are written under a temporary name and renamed into place. Output names
+  are the input's base name plus ``--suffix`` (which may not contain a path separator), so they
+  always lie directly in the output folder. The output folder is created and checked for writing
+  (a temporary file is created and removed) before anything is loaded or restored: exit 2 naming
+  it when it cannot be written.
 * Unreadable or corrupt files are reported with the reason and skipped. Exit status: 0 when every
   image was restored, 1 when some failed (the others are written; the summary names the failures),
   2 for a usage or setup error (bad arguments, no input image, unusable checkpoint or options).
@@ -33,17 +44,18 @@ other module; the pipeline itself, also for use from python, is :mod:`uniremoval
 """
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from os import path as osp
 
 import torch
 from tqdm import tqdm
 
 from uniremoval import restoration
-from uniremoval.options import OptionsError, load_option_file
-from uniremoval.restoration import (IMAGE_EXTENSIONS, SetupError, list_images, load_network, read_image, restore_image,
-                                    write_image)
-from uniremoval.utils.pixel_range import parse_pixel_range
+from uniremoval.options import OptionsError
+from uniremoval.restoration import (IMAGE_EXTENSIONS, SetupError, list_images, load_network, read_image,
+                                    resolve_network_settings, restore_image, write_image)
 
 logger = logging.getLogger('uniremoval.restore')
 
@@ -53,6 +65,8 @@ logger = logging.getLogger('uniremoval.restore')
 # ------------------------------------------------------------------------------------------
 def plan_outputs(input_path, output, ext=None, suffix=''):
     """[(input file, output file)] for an input file or folder and ``-o`` (see the module docstring)."""
+    if any(sep and sep in suffix for sep in (os.sep, os.altsep, '/')):
+        raise SetupError(f'--suffix {suffix!r} must not contain a path separator')
     if ext is not None:
         ext = ext.lower() if ext.startswith('.') else '.' + ext.lower()
         if ext not in IMAGE_EXTENSIONS:
@@ -74,11 +88,28 @@ def plan_outputs(input_path, output, ext=None, suffix=''):
     for path in inputs:
         stem, own_ext = osp.splitext(osp.basename(path))
         plan.append((path, osp.join(output, stem + suffix + (ext or own_ext))))
+    folder = osp.abspath(output)
+    outside = [out for _, out in plan if osp.dirname(osp.abspath(out)) != folder]
+    if outside:  # cannot happen with names from os.listdir and a checked suffix; kept as the guarantee
+        raise SetupError(f'output {outside[0]} would be written outside the output folder {output}')
     targets = [osp.abspath(out) for _, out in plan]
     clashes = sorted({t for t in targets if targets.count(t) > 1})
     if clashes:
         raise SetupError(f'several inputs would be written to {clashes[0]}; use --suffix or keep the extensions')
     return plan
+
+
+def check_output_folders(plan):
+    """Create the output folder(s) of ``plan`` and check that a file can be created in each (a
+    temporary file, removed at once); raises :class:`SetupError` naming the folder otherwise."""
+    for folder in sorted({osp.dirname(osp.abspath(out)) for _, out in plan}):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix='.uniremoval-write-check.', suffix='.tmp', dir=folder)
+            os.close(fd)
+            os.remove(probe)
+        except OSError as e:
+            raise SetupError(f'output folder {folder} is not writable: {e.strerror or e}') from e
 
 
 # ------------------------------------------------------------------------------------------
@@ -111,6 +142,12 @@ def build_arg_parser():
     parser.add_argument('--suffix', default='', help='appended to output file names, e.g. _restored')
     parser.add_argument('--jpeg-quality', type=int, default=95, help='JPEG output quality (default: 95)')
     parser.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
+    parser.add_argument('--engine', choices=['auto', 'pytorch', 'onnxruntime'], default='auto',
+                        help='auto (default): onnxruntime for an .onnx file (uniremoval-export-onnx), else pytorch')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='pytorch engine: channels-last (NHWC) memory format (equal within float32 rounding)')
+    parser.add_argument('--bf16', action='store_true',
+                        help='pytorch engine: bfloat16 autocast (results differ slightly)')
     return parser
 
 
@@ -138,27 +175,26 @@ def _resolve_device(name):
     return device
 
 
-def _network_settings(args):
-    """(network options, pixel range, checkpoint, param key) from the arguments and --opt."""
-    network_opt, pixel_range, checkpoint, param_key = None, (0.0, 1.0), args.weights, args.param_key
-    if args.opt:
-        opt = load_option_file(args.opt)
-        network_opt = opt.get('network_g')
-        if not isinstance(network_opt, dict):
-            raise SetupError(f'option file {args.opt} has no network_g mapping')
-        try:
-            pixel_range = parse_pixel_range(opt)
-        except ValueError as e:
-            raise SetupError(f'{args.opt}: {e}') from e
-        paths = opt.get('path') or {}
-        checkpoint = checkpoint or paths.get('pretrain_network_g')
-        if param_key is None and not args.weights:
-            param_key = paths.get('param_key_g')
-    if args.pixel_range:
-        pixel_range = tuple(float(v) for v in args.pixel_range.split(','))
-    if not checkpoint:
-        raise SetupError('no checkpoint: give -w CHECKPOINT (or --opt with path:pretrain_network_g)')
-    return network_opt, pixel_range, checkpoint, param_key or 'params_ema'
+def _load_engine(args, device):
+    """(network or :class:`~uniremoval.onnx_export.OnnxNetwork`, pixel range) from the arguments."""
+    network_opt, pixel_range, checkpoint, param_key = resolve_network_settings(
+        args.opt, args.weights, args.param_key, args.pixel_range)
+    is_onnx = checkpoint.lower().endswith('.onnx')
+    engine = args.engine if args.engine != 'auto' else ('onnxruntime' if is_onnx else 'pytorch')
+    if engine == 'pytorch':
+        if is_onnx:
+            raise SetupError(f'{checkpoint} is an ONNX file: use --engine onnxruntime (or auto)')
+        return load_network(checkpoint, network_opt, param_key, device), pixel_range
+    from uniremoval.onnx_export import OnnxNetwork, OnnxSetupError
+    if not is_onnx:
+        raise SetupError(f'--engine onnxruntime runs an .onnx file, got -w {checkpoint} '
+                         '(write one with uniremoval-export-onnx)')
+    if args.channels_last or args.bf16:
+        raise SetupError('--channels-last and --bf16 are options of the pytorch engine')
+    try:
+        return OnnxNetwork(checkpoint, device), OnnxNetwork.pixel_range  # the file maps [0, 1] to [0, 1]
+    except OnnxSetupError as e:
+        raise SetupError(str(e)) from e
 
 
 def main(argv=None):
@@ -186,8 +222,8 @@ def _run(args):
             raise SetupError(f'--tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})')
         device = _resolve_device(args.device)
         plan = plan_outputs(args.input, args.output, args.ext, args.suffix)
-        network_opt, pixel_range, checkpoint, param_key = _network_settings(args)
-        net = load_network(checkpoint, network_opt, param_key, device)
+        check_output_folders(plan)
+        net, pixel_range = _load_engine(args, device)
     except (SetupError, OptionsError, OSError, RuntimeError, KeyError) as e:
         logger.error('%s', e)
         return 2
@@ -201,7 +237,7 @@ def _run(args):
             img = read_image(in_path)
             out = restore_image(net, img, tile=args.tile, overlap=args.tile_overlap, batch=args.tile_batch,
                                 multiple=args.multiple, pixel_range=pixel_range, device=device,
-                                progress=not args.quiet)
+                                progress=not args.quiet, channels_last=args.channels_last, bf16=args.bf16)
             write_image(out_path, out, args.jpeg_quality)
             restored.append(name)
         except Exception as e:  # noqa: BLE001  (report and go on with the next image)

@@ -56,8 +56,9 @@ def test_pipeline(args=None, root_path=None):
 
 
 def main(argv=None):
-    test_pipeline(argv)
+    from uniremoval.cli import run_reporting_errors
+    return run_reporting_errors(test_pipeline, argv, 'python -m uniremoval.test')
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -9,14 +9,21 @@ differs where BasicSR 1.4.2 has rough edges:
 * resuming works on CPU (BasicSR calls ``torch.cuda.current_device()`` unconditionally) and loads
   training states with ``weights_only=True``;
 * ``--auto_resume`` looks for ``experiments/<name>`` under the same root the run writes to
-  (the working directory), and ignores partially written state files.
+  (the working directory), ignores partially written state files and falls back, with a warning, to
+  the previous state when the newest one (or its network file) is truncated or unreadable;
+* a resumed run continues exactly where the saved one was: training states hold the position in the
+  epoch and every rank's random generators (python, numpy, torch), and the resumed run replays the
+  epoch's data iterator up to that position (see :func:`train_pipeline`), so its final weights equal
+  an uninterrupted run's (tests/test_resume.py); validation does not consume the training generators;
+* ``--launcher pytorch|slurm`` trains distributed on CPUs (Gloo) or GPUs (NCCL)
+  (:mod:`uniremoval.utils.dist_util`, :class:`~uniremoval.models.model_mixins.DistributedTrainingMixin`).
 """
 import datetime
 import logging
 import os
-import re
 import sys
 import time
+from contextlib import contextmanager
 from os import path as osp
 
 import torch
@@ -29,8 +36,8 @@ from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, 
                            make_exp_dirs, mkdir_and_rename)
 from basicsr.utils.options import copy_opt_file, dict2str
 from uniremoval.options import parse_options
-
-STATE_FILE = re.compile(r'^(\d+)\.state$')
+from uniremoval.utils.checkpoint import STATE_FILE, capture_rng_state, find_resumable_state, restore_rng_state
+from uniremoval.utils.dist_util import broadcast_object
 
 
 def find_latest_state(state_dir):
@@ -41,26 +48,89 @@ def find_latest_state(state_dir):
     return osp.join(state_dir, f'{max(iters)}.state') if iters else None
 
 
+def _network_files(opt):
+    """``iter -> [models/net_<label>_<iter>.pth, ...]`` for the networks a resume loads (BasicSR's check_resume)."""
+    ignored = opt['path'].get('ignore_resume_networks') or []
+    labels = [key.replace('network_', '') for key in opt if key.startswith('network_') and key not in ignored]
+    return lambda it: [osp.join(opt['path']['models'], f'net_{label}_{it}.pth') for label in labels]
+
+
 def load_resume_state(opt):
-    """Load the training state to resume from (``--auto_resume`` or ``path.resume_state``), on the model's device.
+    """Load the training state to resume from (``--auto_resume`` or ``path.resume_state``), on the CPU.
+
+    With ``--auto_resume``, the newest state that loads and whose network files are intact is used;
+    newer unusable ones are skipped with a warning (``opt['resume_warnings']``, logged once the log is
+    open). An explicit ``path.resume_state`` that cannot be read is an error naming the file.
 
     Returns:
-        dict | None: ``{'epoch', 'iter', 'optimizers', 'schedulers'}`` as saved by BasicSR models.
+        dict | None: ``{'epoch', 'iter', 'optimizers', 'schedulers'}`` as saved by BasicSR models, plus
+        ``rng_states`` and ``train_position`` where saved by uniremoval's ``SafeCheckpointMixin``.
     """
+    opt['resume_warnings'] = []
     if opt['auto_resume']:
-        resume_state_path = find_latest_state(opt['path']['training_states'])
-        if resume_state_path is not None:
-            opt['path']['resume_state'] = resume_state_path
+        path, state, skipped = None, None, []
+        if opt['rank'] == 0:
+            path, state, skipped = find_resumable_state(opt['path']['training_states'], _network_files(opt))
+        path, skipped = broadcast_object((path, skipped))  # every rank resumes from rank 0's choice
+        if path is not None and state is None:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+        if skipped:
+            if path is None:
+                raise RuntimeError('--auto_resume: no training state can be resumed from:\n  ' + '\n  '.join(skipped))
+            opt['resume_warnings'] = [f'{msg}; resuming from the previous state {path} instead' for msg in skipped]
+        if path is None:
+            return None
+        opt['path']['resume_state'] = path
     else:
-        resume_state_path = opt['path'].get('resume_state')
-    if resume_state_path is None:
-        return None
-    if not osp.isfile(resume_state_path):
-        raise FileNotFoundError(f"path.resume_state: training state {resume_state_path} does not exist")
-    device = torch.device('cuda', torch.cuda.current_device()) if opt['num_gpu'] > 0 else torch.device('cpu')
-    resume_state = torch.load(resume_state_path, map_location=device, weights_only=True)
-    check_resume(opt, resume_state['iter'])
-    return resume_state
+        path = opt['path'].get('resume_state')
+        if path is None:
+            return None
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'path.resume_state: training state {path} does not exist')
+        try:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e:
+            raise RuntimeError(f'path.resume_state: cannot read training state {path} (truncated or not a BasicSR '
+                               f'.state file?): {type(e).__name__}: {e}') from e
+    check_resume(opt, state['iter'])
+    return state
+
+
+@contextmanager
+def preserved_rng():
+    """Run a block (validation) without moving the training run's random generators."""
+    state = capture_rng_state()
+    try:
+        yield
+    finally:
+        restore_rng_state(state)
+
+
+def _resume_position(opt, resume_state, iters_per_epoch, logger):
+    """Where the data iterator restarts after a resume: ``(epoch, batches to skip, rng at epoch start, rng now)``."""
+    epoch = resume_state['epoch']
+    position = resume_state.get('train_position') or {}
+    rng_states = resume_state.get('rng_states')
+    rng = None
+    if rng_states is not None and len(rng_states) == opt['world_size']:
+        rng = rng_states[opt['rank']]
+    elif rng_states is not None:
+        logger.warning(f"The training state was saved by {len(rng_states)} processes, this run has "
+                       f"{opt['world_size']}: random generators are not restored, augmentation will differ.")
+    skip = position.get('iter_in_epoch')
+    if skip is None:
+        logger.warning('The training state has no position in the epoch (saved by another program): the epoch '
+                       'restarts from its first batch, as in BasicSR.')
+        return epoch, 0, None, None
+    if position.get('iters_per_epoch') != iters_per_epoch:
+        logger.warning(f"Batches per epoch changed since the state was saved ({position.get('iters_per_epoch')} -> "
+                       f'{iters_per_epoch}, e.g. another batch size or world size): the data order cannot continue; '
+                       f'training goes on with epoch {epoch + 1}.')
+        return epoch + 1, 0, None, None
+    now = rng['now'] if rng else None
+    if skip >= iters_per_epoch:  # saved at the end of an epoch: the next one starts from the saved generators
+        return epoch + 1, 0, now, None
+    return epoch, skip, (rng['epoch_start'] if rng else None), now
 
 
 def _make_prefetcher(opt, train_loader, logger):
@@ -92,6 +162,7 @@ def train_pipeline(args=None, root_path=None, on_log=None):
     torch.backends.cudnn.benchmark = True
 
     resume_state = load_resume_state(opt)
+    resume_warnings = opt.pop('resume_warnings', [])
     if resume_state is None:
         make_exp_dirs(opt)
         if opt['logger'].get('use_tb_logger') and 'debug' not in opt['name'] and opt['rank'] == 0:
@@ -105,14 +176,26 @@ def train_pipeline(args=None, root_path=None, on_log=None):
     tb_logger = init_tb_loggers(opt)
 
     train_loader, train_sampler, val_loaders, _, total_iters = create_train_val_dataloader(opt, logger)
+    for message in resume_warnings:
+        logger.warning(message)
 
+    iters_per_epoch = len(train_loader)
     if not opt['train'].get('iters_per_epoch'):  # for per-epoch schedules inside models (e.g. KT's decay)
-        opt['train']['iters_per_epoch'] = len(train_loader)
+        opt['train']['iters_per_epoch'] = iters_per_epoch
     model = build_model(opt)
+    if opt['dist'] and hasattr(model, 'sync_loss_modules'):
+        model.sync_loss_modules()  # DDP syncs the trained networks; loss networks are outside it
+    skip, epoch_rng, now_rng = 0, None, None
     if resume_state:
         model.resume_training(resume_state)
         logger.info(f"Resuming training from epoch: {resume_state['epoch']}, iter: {resume_state['iter']}.")
-        start_epoch, current_iter = resume_state['epoch'], resume_state['iter']
+        current_iter = resume_state['iter']
+        start_epoch, skip, epoch_rng, now_rng = _resume_position(opt, resume_state, iters_per_epoch, logger)
+        train_opt = opt['datasets']['train']
+        if train_opt.get('persistent_workers') or train_opt.get('prefetch_mode') == 'cpu':
+            logger.warning('datasets:train:persistent_workers / prefetch_mode cpu: data augmentation after the '
+                           'resume is not the uninterrupted run\'s (worker generators carry over epochs / a '
+                           'background thread draws them).')
     else:
         start_epoch, current_iter = 0, 0
 
@@ -127,17 +210,38 @@ def train_pipeline(args=None, root_path=None, on_log=None):
     # last incomplete batch (drop_last) and the epoch count was rounded from ceil(len / batch);
     # here epochs run until total_iter is reached.
     while current_iter < total_iters:
-        train_sampler.set_epoch(epoch)
+        train_sampler.set_epoch(epoch)  # the shuffle depends on the epoch only (EnlargedSampler)
         if hasattr(train_loader.dataset, 'set_epoch'):  # e.g. MultiDegradationDataset's window over large sources
             train_loader.dataset.set_epoch(epoch)
+        if epoch_rng is not None:  # resuming: the generators the saved run had when it made this iterator
+            restore_rng_state(epoch_rng)
+            epoch_rng = None
+        position = {'epoch_rng': capture_rng_state(), 'iters_per_epoch': iters_per_epoch}
         prefetcher.reset()
+        iter_in_epoch = 0
+        if skip:  # resuming mid-epoch: replay the batches already trained on, so that the data loader
+            # workers' generators (seeded per epoch by BasicSR's worker_init_fn) reach the same point
+            skip_start = time.time()
+            for _ in range(skip):
+                if prefetcher.next() is None:
+                    raise RuntimeError(f'Resuming at batch {skip} of epoch {epoch}, but the epoch has fewer batches')
+            iter_in_epoch, skip = skip, 0
+            logger.info(f'Replayed the first {iter_in_epoch} batches of epoch {epoch} (trained before the resume) '
+                        f'in {time.time() - skip_start:.1f} s.')
+        if now_rng is not None:  # the generators at the moment the state was saved
+            restore_rng_state(now_rng)
+            now_rng = None
         train_data = prefetcher.next()
         if train_data is None:
+            share = (f" ({len(train_sampler)} per process with {opt['world_size']} processes)"
+                     if opt['world_size'] > 1 else '')
             raise ValueError(f"datasets:train ({opt['datasets']['train'].get('name')}) yields no batch: it holds "
-                             f"{len(train_loader.dataset)} samples, fewer than batch_size_per_gpu")
+                             f"{len(train_loader.dataset)} samples{share}, fewer than batch_size_per_gpu "
+                             f"({opt['datasets']['train'].get('batch_size_per_gpu')})")
         while train_data is not None and current_iter < total_iters:
             data_timer.record()
             current_iter += 1
+            iter_in_epoch += 1
             model.update_learning_rate(current_iter, warmup_iter=opt['train'].get('warmup_iter', -1))
             model.feed_data(train_data)
             model.optimize_parameters(current_iter)
@@ -153,10 +257,12 @@ def train_pipeline(args=None, root_path=None, on_log=None):
                 msg_logger(log_vars)
             if current_iter % opt['logger']['save_checkpoint_freq'] == 0:
                 logger.info('Saving models and training states.')
+                model.train_position = dict(position, iter_in_epoch=iter_in_epoch)  # read by save_training_state
                 model.save(epoch, current_iter)
             if opt.get('val') is not None and current_iter % opt['val']['val_freq'] == 0:
-                for val_loader in val_loaders:
-                    model.validation(val_loader, current_iter, tb_logger, opt['val'].get('save_img', False))
+                with preserved_rng():
+                    for val_loader in val_loaders:
+                        model.validation(val_loader, current_iter, tb_logger, opt['val'].get('save_img', False))
             data_timer.start()
             iter_timer.start()
             train_data = prefetcher.next()
@@ -175,7 +281,8 @@ def train_pipeline(args=None, root_path=None, on_log=None):
 
 
 def main(argv=None):
-    train_pipeline(argv)
+    from uniremoval.cli import run_reporting_errors  # the command's error reporting, shared with `basicsr train`
+    sys.exit(run_reporting_errors(train_pipeline, argv, 'python -m uniremoval.train'))
 
 
 if __name__ == '__main__':

@@ -16,7 +16,8 @@ from torchvision.transforms.functional import normalize
 from basicsr.data.transforms import augment, paired_random_crop
 from basicsr.utils import get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
-from uniremoval.data.data_util import PHASES, PairedSource, TypeBalancedIndexing, check_crop_and_sources
+from uniremoval.data.data_util import (PHASES, PairedSource, TypeBalancedIndexing, check_crop_and_sources,
+                                       check_dataset_files)
 
 
 @DATASET_REGISTRY.register()
@@ -91,6 +92,9 @@ class MultiDegradationDataset(TypeBalancedIndexing, data.Dataset):
         self.use_rot = bool(opt.get('use_rot', False))
         self.mean = opt.get('mean')
         self.std = opt.get('std')
+
+        # every image's header: unreadable / truncated files, sizes below gt_size, gt/lq size mismatches
+        check_dataset_files(opt, train=self.phase == 'train')
 
         summary = ', '.join(f'{s.name}={len(s)} ({s.mode})' for s in self._sources)
         mode = (f'balanced, {self.num_types} x {self.samples_per_type}' if self.balanced else 'concatenated')

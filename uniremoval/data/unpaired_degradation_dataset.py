@@ -22,7 +22,7 @@ from basicsr.data.transforms import augment
 from basicsr.utils import get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from uniremoval.data.data_util import (PHASES, ImageSource, PairedSource, TypeBalancedIndexing, check_crop_and_sources,
-                                       check_source_opt, listing, parse_backend)
+                                       check_dataset_files, check_source_opt, listing, parse_backend)
 
 NAME = 'UnpairedDegradationDataset'
 
@@ -202,6 +202,9 @@ class UnpairedDegradationDataset(TypeBalancedIndexing, data.Dataset):
         self.use_rot = bool(opt.get('use_rot', False))
         self.mean = opt.get('mean')
         self.std = opt.get('std')
+
+        # every image's header: unreadable / truncated files, sizes below gt_size, gt/lq size mismatches
+        check_dataset_files(opt, train=self.phase == 'train')
 
         summary = ', '.join(f'{s.name}={len(s)} ({s.mode}{", with gt" if s.has_gt else ""})'
                             for s in self._sources)

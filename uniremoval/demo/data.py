@@ -61,10 +61,13 @@ from tqdm import tqdm
 
 from uniremoval.data import degradations as D
 
-__all__ = ['KINDS', 'PHOTO_SPLITS', 'PHOTO_SOURCES', 'build_demo_data', 'load_photos', 'main']
+__all__ = ['ALL_KINDS', 'KINDS', 'PHOTO_SPLITS', 'PHOTO_SOURCES', 'build_demo_data', 'load_photos', 'main']
 
-#: Degradation kinds built, in order.
+#: Degradation kinds built by default, in order.
 KINDS = ('haze', 'rain', 'blur')
+
+#: Every kind the builder can synthesise (``kinds``), e.g. ADS's Rain-Blur-Noise set ('rain', 'blur', 'noise').
+ALL_KINDS = ('haze', 'rain', 'blur', 'noise')
 
 #: Source photos of each split (disjoint).
 PHOTO_SPLITS = {
@@ -278,7 +281,7 @@ def build_demo_data(out_dir,
         train_size: side of the square train patches.
         val_size: side of the square val tiles.
         real_size: side of the square real tiles (degraded and clear).
-        kinds: degradation kinds to build, a subset of ('haze', 'rain', 'blur').
+        kinds: degradation kinds to build, a subset of :data:`ALL_KINDS` ('haze', 'rain', 'blur', 'noise').
         min_detail: flat patches are skipped: degraded patches (train, val, real) must have a
             mean squared Laplacian of their grey version in [0, 1] of at least this (5e-4
             drops flat sky and out-of-focus background, on which blur is invisible); 0 keeps
@@ -307,8 +310,8 @@ def build_demo_data(out_dir,
     if isinstance(kinds, str):
         kinds = (kinds, )
     kinds = tuple(kinds)
-    if not kinds or len(set(kinds)) != len(kinds) or not set(kinds) <= set(KINDS):
-        raise ValueError(f'kinds must be a non-empty subset of {KINDS} without repeats; got {kinds!r}')
+    if not kinds or len(set(kinds)) != len(kinds) or not set(kinds) <= set(ALL_KINDS):
+        raise ValueError(f'kinds must be a non-empty subset of {ALL_KINDS} without repeats; got {kinds!r}')
     out = Path(out_dir).absolute()
     if (out.exists() or out.is_symlink()) and not overwrite:
         raise FileExistsError(f'{out} already exists; pass overwrite=True (--overwrite) to replace it')
@@ -399,7 +402,8 @@ def main(argv=None):
     parser.add_argument('--real-size', type=int, default=96, help='real tile side (default: 96)')
     parser.add_argument('--min-detail', type=float, default=5e-4,
                         help='skip flatter degraded patches (mean squared Laplacian; default: 5e-4, 0: keep all)')
-    parser.add_argument('--kinds', nargs='+', default=list(KINDS), choices=KINDS, help='kinds to build')
+    parser.add_argument('--kinds', nargs='+', default=list(KINDS), choices=ALL_KINDS,
+                        help='kinds to build (default: haze rain blur; ADS demo: rain blur noise)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out folder')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     args = parser.parse_args(argv)

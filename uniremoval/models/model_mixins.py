@@ -4,6 +4,7 @@
 :class:`PerTypeValidationMixin` reports validation metrics per degradation type.
 :func:`build_optional_loss` builds a ``train.<key>`` loss where the option is set.
 :func:`perceptual_terms` splits BasicSR's ``PerceptualLoss`` into its logged terms.
+:func:`check_finite_losses` stops training with :class:`NonFiniteLossError` when a loss term is NaN or inf.
 :class:`EpochSchedulerMixin` adds the per-epoch ``EpochExponentialLR`` schedule to ``setup_schedulers``.
 :class:`SafeCheckpointMixin` replaces three ``BaseModel`` methods:
 
@@ -11,12 +12,19 @@
   checkpoints (MPRNet's release format), with or without ``module.`` prefixes;
 * ``save_network`` and ``save_training_state`` write through a temporary file and rename it, so a
   kill during saving leaves the previous checkpoint intact and ``--auto_resume`` never picks up a
-  truncated state.
+  truncated state; training states also hold every rank's random generators and the position in the
+  epoch (``self.train_position``, set by ``uniremoval.train``), so a resumed run continues exactly;
+
+and inherits :class:`DistributedTrainingMixin` (DDP on CPU with Gloo or on GPUs with NCCL, loss logging
+across ranks, validation on rank 0), so every model that mixes in ``SafeCheckpointMixin`` trains
+distributed.
 """
+from collections import OrderedDict
 from os import path as osp
 
 import numpy as np
 import torch
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 from tqdm import tqdm
 
 from basicsr.losses import build_loss
@@ -25,11 +33,72 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.dist_util import master_only
 from uniremoval.metrics.metric_util import is_no_reference
 from uniremoval.models.lr_scheduler import EpochExponentialLR
-from uniremoval.utils.checkpoint import atomic_torch_save, load_state_dict_file, strip_module_prefix
+from uniremoval.utils.checkpoint import atomic_torch_save, capture_rng_state, load_state_dict_file, strip_module_prefix
+from uniremoval.utils.dist_util import (all_gather_object, barrier, broadcast_module_state, broadcast_object,
+                                        is_distributed)
 from uniremoval.utils.pixel_range import final_output, from_network_range, parse_pixel_range, to_network_range
+from uniremoval.utils.state_dict_check import check_state_dict
 
 
-class SafeCheckpointMixin:
+class DistributedTrainingMixin:
+    """torch.distributed behaviour of the uniremoval models (``--launcher pytorch|slurm``).
+
+    * ``model_to_device`` wraps networks in ``DistributedDataParallel`` with ``device_ids`` only on CUDA,
+      so CPU processes (Gloo) work; BasicSR 1.4.2 always passes ``torch.cuda.current_device()``.
+      DDP averages the gradients over the ranks: with ``batch_size_per_gpu`` B on N ranks, one step is
+      the mean gradient of the N per-rank losses (= a batch of N x B for losses that are per-sample means).
+    * ``reduce_loss_dict`` casts every logged value to a float scalar on the model's device before
+      BasicSR stacks and reduces them (a CPU tensor or python number among CUDA tensors fails there).
+    * ``dist_validation``: rank 0 validates the whole set (images, metrics, logs) with the bare networks
+      while the other ranks wait at a barrier; the metric results are then broadcast, so every rank holds
+      rank 0's values. Validation sets are small next to training, and this keeps one code path
+      (``nondist_validation``) for every model; rank 0's time is the cost. The process-group timeout
+      (``dist_params.timeout_s``, default 1800 s) must exceed one validation.
+    """
+
+    def sync_loss_modules(self):
+        """Give every rank rank 0's loss networks (``self.cri_*`` modules, e.g. an untrained VGG-19 of the
+        contrastive losses, drawn from each rank's own seed ``manual_seed + rank``). Called by
+        ``uniremoval.train`` after building the model; no-op in a single process."""
+        for name, module in sorted(vars(self).items()):
+            if name.startswith('cri_') and isinstance(module, torch.nn.Module):
+                broadcast_module_state(module)
+
+    def model_to_device(self, net):
+        net = net.to(self.device)
+        if self.opt.get('dist'):
+            device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+            return DistributedDataParallel(
+                net, device_ids=device_ids, find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        if self.opt['num_gpu'] > 1:
+            return DataParallel(net)
+        return net
+
+    def reduce_loss_dict(self, loss_dict):
+        if self.opt.get('dist'):
+            loss_dict = OrderedDict((name, torch.as_tensor(value).detach().float().mean().to(self.device))
+                                    for name, value in loss_dict.items())
+        return super().reduce_loss_dict(loss_dict)
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        if self.opt['rank'] == 0:
+            wrapped = {name: net for name, net in vars(self).items()
+                       if name.startswith('net_') and isinstance(net, (DataParallel, DistributedDataParallel))}
+            try:  # the bare networks: a DDP forward on one rank alone could wait for the others (buffer sync)
+                for name, net in wrapped.items():
+                    setattr(self, name, net.module)
+                self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+            finally:
+                for name, net in wrapped.items():
+                    setattr(self, name, net)
+        barrier()
+        keys = ('metric_results', 'metric_results_per_type', 'best_metric_results')
+        shared = broadcast_object({k: getattr(self, k) for k in keys if hasattr(self, k)})
+        for key, value in shared.items():
+            setattr(self, key, value)
+
+
+class SafeCheckpointMixin(DistributedTrainingMixin):
     """Mix in before a BasicSR model class: ``class M(SafeCheckpointMixin, SRModel)``."""
 
     def load_network(self, net, load_path, strict=True, param_key='params'):
@@ -38,6 +107,7 @@ class SafeCheckpointMixin:
         get_root_logger().info(f'Loading {bare.__class__.__name__} model from {load_path}, '
                                f'with param key: [{param_key}].')
         self._print_different_keys_loading(bare, state_dict, strict)
+        check_state_dict(bare, state_dict, load_path, strict=strict)
         bare.load_state_dict(state_dict, strict=strict)
 
     @master_only
@@ -54,15 +124,27 @@ class SafeCheckpointMixin:
             save_dict[key] = strip_module_prefix({k: v.cpu() for k, v in state_dict.items()})
         atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth'))
 
-    @master_only
     def save_training_state(self, epoch, current_iter):
+        """Write ``<iter>.state`` (rank 0): BasicSR's epoch, iter, optimizers and schedulers, plus
+
+        * ``rng_states``: per rank, ``{'now': ..., 'epoch_start': ...}`` (python, numpy, torch generators now
+          and before the epoch's data iterator was made; gathered from every rank, so called on all ranks);
+        * ``train_position``: ``{'iter_in_epoch', 'iters_per_epoch'}`` from ``self.train_position``.
+        """
         if current_iter == -1:
+            return
+        position = dict(getattr(self, 'train_position', None) or {})
+        rng = {'now': capture_rng_state(), 'epoch_start': position.pop('epoch_rng', None)}
+        rng_states = all_gather_object(rng)
+        if self.opt.get('rank', 0) != 0:
             return
         state = {
             'epoch': epoch,
             'iter': current_iter,
             'optimizers': [o.state_dict() for o in self.optimizers],
             'schedulers': [s.state_dict() for s in self.schedulers],
+            'rng_states': rng_states,
+            'train_position': position,
         }
         atomic_torch_save(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
@@ -235,6 +317,54 @@ class EpochSchedulerMixin:
                              '(uniremoval train sets train:iters_per_epoch to the batches per epoch)')
         for optimizer in self.optimizers:
             self.schedulers.append(EpochExponentialLR(optimizer, scheduler_opt['gamma'], iters_per_epoch))
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss became NaN or infinite; raised before the step that would spread it into the weights."""
+
+
+def check_finite_losses(loss_dict, current_iter, opt=None):
+    """Stop training when a loss term is NaN or infinite, before ``backward()`` / ``optimizer.step()``.
+
+    Called by every model's ``optimize_parameters`` on its loss terms (``l_total`` included where the
+    model logs it) right after computing them: the weights stay those of the previous iteration and,
+    as the training loop never reaches its next ``save``, no checkpoint or training state with NaN
+    weights is written; the last good checkpoint on disk is kept (and validation, hence the "best"
+    metric, never sees a NaN network).
+
+    Args:
+        loss_dict (dict[str, Tensor | float]): the loss terms, by log name (``l_pix``, ``l_g_gan``...).
+        current_iter (int): the training iteration, named in the message.
+        opt (dict | None): the model options; names the option file's learning rate and the models folder.
+
+    Raises:
+        NonFiniteLossError: naming the iteration, the term(s) and their values.
+    """
+    bad, device = {}, None
+    for name, value in loss_dict.items():
+        value = value.detach() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        device = device or value.device
+        if not bool(torch.isfinite(value).all()):
+            bad[name] = float(value.float().reshape(-1)[~torch.isfinite(value.float().reshape(-1))][0])
+    if is_distributed():  # every process stops together: one raising alone would leave the others waiting
+        all_finite = torch.tensor([0.0 if bad else 1.0], device=device)
+        torch.distributed.all_reduce(all_finite, op=torch.distributed.ReduceOp.MIN)
+        if not bad and all_finite.item() < 1:
+            raise NonFiniteLossError(f'Training stopped at iteration {current_iter}: a loss term is not finite '
+                                     '(NaN or inf) on another process; no step was taken with it.')
+    if not bad:
+        return
+    terms = ', '.join(f'{name} = {value}' for name, value in bad.items())
+    hint = ''
+    if opt is not None:
+        lrs = {k: v.get('lr') for k, v in (opt.get('train') or {}).items() if k.startswith('optim_') and
+               isinstance(v, dict)}
+        models = (opt.get('path') or {}).get('models')
+        hint = (f' Learning rates: {", ".join(f"train:{k}:lr = {v}" for k, v in lrs.items())}; a too-large '
+                'learning rate is the usual cause.' + (f' Checkpoints saved before this iteration are kept in '
+                                                       f'{models}.' if models else ''))
+    raise NonFiniteLossError(f'Training stopped at iteration {current_iter}: loss term {terms} is not finite '
+                             f'(NaN or inf); no step was taken with it and no checkpoint was written.{hint}')
 
 
 def build_optional_loss(train_opt, key, device):

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 from uniremoval.models.model_mixins import (SafeCheckpointMixin, StagedRestorationMixin, build_optional_loss,
-                                            perceptual_terms)
+                                            check_finite_losses, perceptual_terms)
 
 
 @MODEL_REGISTRY.register()
@@ -62,6 +62,7 @@ class MPRNetModel(StagedRestorationMixin, SafeCheckpointMixin, SRModel):
         for name, value in perceptual_terms(self.cri_perceptual, self.output, self.gt).items():
             loss_dict[name] = value
             l_total = l_total + value
+        check_finite_losses(loss_dict, current_iter, self.opt)
         l_total.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)

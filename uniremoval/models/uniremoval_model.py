@@ -50,7 +50,7 @@ from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from uniremoval.models.model_mixins import (EpochSchedulerMixin, PerTypeValidationMixin, SafeCheckpointMixin,
-                                            StagedRestorationMixin, build_optional_loss)
+                                            StagedRestorationMixin, build_optional_loss, check_finite_losses)
 
 SUPERVISED_STAGES = ('final', 'all')
 IMAGE_CL_NEGATIVES = ('all', 'other_types')
@@ -216,13 +216,15 @@ class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
             for s_f, t_f in zip(s_feats, t_feats):
                 l_feat = l_feat + self.cri_feature_cl(s_f, t_f, batch_as_set(s_f), neg_mask=other_type)
             loss_dict['l_cl_feat'] = weight * l_feat
-            loss_dict['w_cl_feat'] = torch.tensor(weight * self.cri_feature_cl.loss_weight)
+            # on the model's device: BasicSR's reduce_loss_dict stacks every logged value (multi-GPU runs)
+            loss_dict['w_cl_feat'] = torch.tensor(weight * self.cri_feature_cl.loss_weight, device=self.device)
             l_total = l_total + loss_dict['l_cl_feat']
         return l_total, loss_dict
 
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad()
         l_total, loss_dict = self.compute_losses(current_iter)
+        check_finite_losses(dict(loss_dict, l_total=l_total), current_iter, self.opt)
         l_total.backward()
         self.optimizer_g.step()
         loss_dict['l_total'] = l_total.detach()
@@ -304,7 +306,8 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
                 l_feat = l_feat + self.cri_feature_cl(d_f, batch_as_set(c_f.detach()), batch_as_set(d_f),
                                                       neg_mask=other_type)
             loss_dict['l_excl_feat'] = weight * l_feat
-            loss_dict['w_excl_feat'] = torch.tensor(weight * self.cri_feature_cl.loss_weight)
+            # on the model's device: BasicSR's reduce_loss_dict stacks every logged value (multi-GPU runs)
+            loss_dict['w_excl_feat'] = torch.tensor(weight * self.cri_feature_cl.loss_weight, device=self.device)
         l_total = sum(v for k, v in loss_dict.items() if not k.startswith('w_'))
         return l_total, loss_dict
 
@@ -313,12 +316,13 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
         self.net_d.requires_grad_(False)
         self.optimizer_g.zero_grad()
         l_total, loss_dict = self.generator_losses(current_iter)
+        check_finite_losses(dict(loss_dict, l_g_total=l_total), current_iter, self.opt)
         l_total.backward()
         self.optimizer_g.step()
         loss_dict['l_g_total'] = l_total.detach()
         return loss_dict
 
-    def discriminator_step(self):
+    def discriminator_step(self, current_iter=None):
         """One discriminator update: real clear images are real, restored degraded images fake."""
         self.net_d.requires_grad_(True)
         self.optimizer_d.zero_grad()
@@ -329,6 +333,7 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
         l_d_real = self.cri_gan(real_d_pred, True, is_disc=True)
         fake_d_pred = self.net_d(self.output.detach())
         l_d_fake = self.cri_gan(fake_d_pred, False, is_disc=True)
+        check_finite_losses({'l_d_real': l_d_real, 'l_d_fake': l_d_fake}, current_iter, self.opt)
         (l_d_real + l_d_fake).backward()
         self.optimizer_d.step()
         return OrderedDict(l_d_real=l_d_real, l_d_fake=l_d_fake, out_d_real=real_d_pred.detach().mean(),
@@ -340,7 +345,7 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
             del self.output
         if current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters:
             loss_dict.update(self.generator_step(current_iter))
-        loss_dict.update(self.discriminator_step())
+        loss_dict.update(self.discriminator_step(current_iter))
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)

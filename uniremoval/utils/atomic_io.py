@@ -1,6 +1,7 @@
 """All-or-nothing file writing: every writer of the package (checkpoints, training states, tables,
 restored images) goes through :func:`atomic_open`, so an interrupted run never leaves a truncated
 file under the final name."""
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
@@ -19,7 +20,8 @@ def atomic_open(path, mode='wb', **open_kwargs):
 
     The temporary file is hidden (``.<name>.<random>.tmp``), gets the usual permissions (mkstemp
     makes 0600 files) and is fsynced before the rename; if the block raises, it is deleted and the
-    previous ``path`` (if any) is left untouched.
+    previous ``path`` (if any) is left untouched. A full disk (``ENOSPC``, ``EDQUOT``) is re-raised as
+    an ``OSError`` of the same errno naming ``path`` and saying that the previous file is intact.
     """
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -31,7 +33,24 @@ def atomic_open(path, mode='wb', **open_kwargs):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         if osp.exists(tmp_path):
             os.remove(tmp_path)
+        full = _disk_full(e)
+        if full is not None:
+            kept = 'the previous file is unchanged' if osp.exists(path) else 'nothing was written'
+            raise OSError(full.errno, f'{os.strerror(full.errno)} while writing {path}; {kept} and the partial '
+                                      'temporary file was removed') from e
         raise
+
+
+def _disk_full(error):
+    """The ``ENOSPC`` / ``EDQUOT`` ``OSError`` behind ``error``, if any: writers may hide it behind their own
+    error (``torch.save``'s zip writer raises a ``RuntimeError`` while handling it)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
