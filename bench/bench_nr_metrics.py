@@ -1,8 +1,9 @@
 """Cost of the no-reference metrics BRISQUE and PIQE, relative to BasicSR's NIQE on the same image.
 
-All metrics run on the same image in one process, interleaved, and the best of ``--repeat`` runs
-is kept, so the printed ratios (time / NIQE time) hardly depend on how fast or busy the machine is.
-Seconds per megapixel are printed too, for information only.
+All metrics run on the same image in one process, interleaved (``bench_util.interleaved``), and
+the best of ``--repeat`` runs is kept, so the printed ratios (time / NIQE time) hardly depend on
+how fast or busy the machine is. Seconds per megapixel are printed too, for information only.
+The ratios are written to ``bench/results/nr_metrics.json`` (``--no-write``: print only).
 
     python bench/bench_nr_metrics.py                      # 512x768 synthetic image
     python bench/bench_nr_metrics.py --size 1080 1920     # a Full-HD frame
@@ -16,7 +17,7 @@ they are not copied into this repository)::
         'ResultsCalibra/*' -d /tmp/x && python bench/bench_nr_metrics.py --tid2013 /tmp/x/ResultsCalibra/dist_dir
 """
 import argparse
-import time
+import sys
 from os import path as osp
 
 import cv2
@@ -26,6 +27,9 @@ import uniremoval  # noqa: F401  (registers the metrics)
 from basicsr.metrics import calculate_niqe
 from uniremoval.metrics.brisque_metric import calculate_brisque
 from uniremoval.metrics.piqe_metric import calculate_piqe
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import bench_util  # noqa: E402
 
 # MATLAB values published with pyiqa (ResultsCalibra): piqe, BRISQUE release, MATLAB IPT brisque
 MATLAB = {
@@ -48,24 +52,29 @@ def synthetic_image(h, w, seed=0):
 
 
 def bench(img, repeat):
-    metrics = {
-        'niqe (BasicSR, baseline)': lambda: calculate_niqe(img, crop_border=0),
-        'brisque': lambda: calculate_brisque(img),
-        'piqe': lambda: calculate_piqe(img),
-    }
-    best = {name: float('inf') for name in metrics}
     values = {}
-    for _ in range(repeat):
-        for name, fn in metrics.items():
-            start = time.perf_counter()
+
+    def keep(name, fn):
+        def run():
             values[name] = fn()
-            best[name] = min(best[name], time.perf_counter() - start)
+
+        return run
+
+    metrics = {
+        'niqe (BasicSR, baseline)': keep('niqe (BasicSR, baseline)', lambda: calculate_niqe(img, crop_border=0)),
+        'brisque': keep('brisque', lambda: calculate_brisque(img)),
+        'piqe': keep('piqe', lambda: calculate_piqe(img)),
+    }
+    times = bench_util.interleaved(metrics, repeat, warmup=0)
+    best = {name: min(t) for name, t in times.items()}
     mpix = img.shape[0] * img.shape[1] / 1e6
     base = best['niqe (BasicSR, baseline)']
     print(f'image {img.shape[1]}x{img.shape[0]} ({mpix:.3f} MP), best of {repeat} runs')
     print(f'{"metric":26s} {"value":>10s} {"s/MP":>8s} {"x NIQE":>8s}')
     for name in metrics:
         print(f'{name:26s} {values[name]:10.4f} {best[name] / mpix:8.3f} {best[name] / base:8.3f}')
+    return {'time_ratio_vs_niqe_best_of_runs': {name: best[name] / base for name in metrics},
+            'seconds_per_megapixel': {name: best[name] / mpix for name in metrics}, 'values': values}
 
 
 def tid2013(folder):
@@ -84,8 +93,17 @@ def main():
     parser.add_argument('--size', type=int, nargs=2, default=(512, 768), metavar=('H', 'W'))
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--tid2013', help='folder holding I03.bmp, I04.bmp, I06.bmp, I08.bmp, I19.bmp')
+    parser.add_argument('--quick', action='store_true', help='256x384 image, 2 runs (provisional)')
+    parser.add_argument('--no-write', action='store_true')
     args = parser.parse_args()
-    bench(synthetic_image(*args.size), args.repeat)
+    if args.quick:
+        args.size, args.repeat = (256, 384), 2
+    info = bench_util.machine_info()
+    result = bench(synthetic_image(*args.size), args.repeat)
+    if not args.no_write:
+        result.update(what='no-reference metrics, time / BasicSR NIQE time on the same image (best of runs)',
+                      settings={'size': list(args.size), 'repeat': args.repeat})
+        print(f'written to {bench_util.write_result("nr_metrics", result, quick=args.quick, info=info)}')
     if args.tid2013:
         tid2013(args.tid2013)
 

@@ -398,7 +398,8 @@ class _VGGFeatureSpace:
     """Mixin: compute the contrastive terms on VGG feature maps, one term per layer.
 
     ``loss_b = sum_l w_l * L_b(G_l(anchor), G_l(positives), G_l(negatives))``; the anchor,
-    positive and negative images go through VGG in one batched call.
+    positive and negative images go through VGG batched: one call for the images that need no gradient, one
+    for those that do (see :meth:`_vgg_features`).
 
     Placed before a contrastive loss in the bases, it takes that loss's options
     (``loss_weight``, ``temperature``, ``reduction``, ``embedding``, passed on to it) and the VGG
@@ -437,6 +438,31 @@ class _VGGFeatureSpace:
         self.vgg.eval()
         return self
 
+    def _vgg_features(self, parts):
+        """VGG features of each image batch in ``parts``: ``[{layer: (n_i, C, H, W)}, ...]``.
+
+        The batches that need no gradient (targets such as teacher outputs or degraded inputs, or
+        all of them when autograd is off) go through VGG together under ``torch.no_grad()``, the
+        ones that require grad (the anchor) in a second batched call: autograd then keeps the
+        activations, and back-propagates through VGG, only for the images that need it (in the KT
+        step: 1 image in 3; the loss's forward+backward took about half the time and the KT step a
+        third of the memory, ``bench/bench_kt_step.py``). Same values as one call on all images, up
+        to the convolutions' batch-size dependent summation order.
+        """
+        needs_grad = [torch.is_grad_enabled() and x.requires_grad for x in parts]
+        feats = [None] * len(parts)
+        for grad in (False, True):
+            idx = [i for i, g in enumerate(needs_grad) if g == grad]
+            if not idx:
+                continue
+            with torch.set_grad_enabled(grad):
+                out = self.vgg(torch.cat([parts[i] for i in idx], dim=0))
+            sizes = [parts[i].shape[0] for i in idx]
+            split = {name: torch.split(f, sizes, dim=0) for name, f in out.items()}
+            for j, i in enumerate(idx):
+                feats[i] = {name: chunks[j] for name, chunks in split.items()}
+        return feats
+
     def _terms(self, anchor, positives, negatives, pos_mask, neg_mask):
         if anchor.dim() != 4:
             raise ValueError(f'image-grained losses take images (B, C, H, W), got anchor {tuple(anchor.shape)}')
@@ -449,15 +475,14 @@ class _VGGFeatureSpace:
 
         pos_images, pos_shared = images(positives)
         neg_images, neg_shared = images(negatives)
-        sizes = [batch, pos_images.shape[0], neg_images.shape[0]]
-        feats = self.vgg(torch.cat([anchor, pos_images, neg_images], dim=0))
+        f_parts = self._vgg_features([anchor, pos_images, neg_images])
 
         def per_anchor(f, shared, count):
             return f.unsqueeze(0).expand(batch, *f.shape) if shared else f.reshape(batch, count, *f.shape[1:])
 
         total, valid = 0, None
         for name, weight in self.layer_weights.items():
-            f_anchor, f_pos, f_neg = torch.split(feats[name], sizes, dim=0)
+            f_anchor, f_pos, f_neg = (part[name] for part in f_parts)
             loss, valid = contrastive_loss_terms(f_anchor, per_anchor(f_pos, pos_shared, positives.shape[1]),
                                                  per_anchor(f_neg, neg_shared, negatives.shape[1]),
                                                  self.temperature, pos_mask, neg_mask, embedding=self.embedding)
