@@ -110,7 +110,7 @@ def test_only_the_anchor_goes_through_vgg_with_autograd():
 @pytest.fixture
 def kt_model(tmp_path):
     opt, _ = parse_options(['-opt', osp.join(REPO, 'options', 'demo', 'kt_tiny.yml')], root_path=str(tmp_path),
-                           is_train=True)
+                           is_train=True, check_paths=False)  # the demo data need not exist
     for i, teacher in enumerate(opt['teachers']):
         torch.manual_seed(100 + i)
         teacher['pretrain_path'] = str(tmp_path / f'teacher_{i}.pth')
