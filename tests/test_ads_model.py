@@ -272,3 +272,15 @@ def test_whole_checkpoint_with_other_masks_loads_through_pretrain_network_g(tmp_
     with torch.no_grad():
         assert torch.equal(model.net_g(x), source.net_g(x))
     assert model.ads_net.masks()['rain']['intro'].tolist() == ads_parts['mask_dict']['rain']['intro'].tolist()
+
+
+def test_nan_loss_stops_before_the_step(tmp_path, rbn, ads_parts):
+    from uniremoval.models.model_mixins import NonFiniteLossError
+    model = build_ads_model(tmp_path, rbn, ads_parts, targets=False)
+    before = {k: v.clone() for k, v in model.ads_net.state_dict().items()}
+    batch = batch_of([0, 1, 2])
+    batch['gt'][0, 0, 0, 0] = float('nan')
+    model.feed_data(batch)
+    with pytest.raises(NonFiniteLossError, match='iteration 7: loss term l_pix = nan'):
+        model.optimize_parameters(7)
+    assert all(torch.equal(model.ads_net.state_dict()[k], v) for k, v in before.items())

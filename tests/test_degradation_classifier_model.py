@@ -101,3 +101,13 @@ def test_save_and_reload_predicts_the_same(tmp_path, rbn):
     net = load_network(ckpt, opt['network_g'], param_key='params')
     x = torch.rand(2, 3, 20, 20)
     assert torch.equal(torch.softmax(net(x), 1), model.predict(x))
+
+
+def test_nan_loss_stops_before_the_step(tmp_path, rbn):
+    from uniremoval.models.model_mixins import NonFiniteLossError
+    model, _ = classifier_model(tmp_path, rbn)
+    before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    model.feed_data({'lq': torch.full((3, 3, 24, 24), float('nan')), 'label': torch.tensor([0, 1, 2])})
+    with pytest.raises(NonFiniteLossError, match='iteration 3: loss term l_ce = nan'):
+        model.optimize_parameters(3)
+    assert all(torch.equal(model.net_g.state_dict()[k], v) for k, v in before.items())

@@ -54,7 +54,8 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from uniremoval.ads.adaptive_conv import resize_to_state_dict
-from uniremoval.models.model_mixins import PerTypeValidationMixin, SafeCheckpointMixin, StagedRestorationMixin
+from uniremoval.models.model_mixins import (PerTypeValidationMixin, SafeCheckpointMixin, StagedRestorationMixin,
+                                            check_finite_losses, perceptual_terms)
 from uniremoval.utils.checkpoint import load_state_dict_file
 
 CONDITIONS = ('true_type', 'classifier')
@@ -230,12 +231,10 @@ class ADSModel(PerTypeValidationMixin, StagedRestorationMixin, SafeCheckpointMix
             l_pix = sum(self.cri_pix(out, self.gt) for out in outputs)
             l_total = l_total + l_pix
             loss_dict['l_pix'] = l_pix
-        if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
-                if value is not None:
-                    l_total = l_total + value
-                    loss_dict[name] = value
+        for name, value in perceptual_terms(self.cri_perceptual, self.output, self.gt).items():
+            loss_dict[name] = value
+            l_total = l_total + value
+        check_finite_losses(loss_dict, current_iter, self.opt)
         l_total.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)

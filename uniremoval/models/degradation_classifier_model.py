@@ -38,7 +38,7 @@ from basicsr.archs import build_network
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
-from uniremoval.models.model_mixins import SafeCheckpointMixin
+from uniremoval.models.model_mixins import SafeCheckpointMixin, check_finite_losses
 from uniremoval.utils.atomic_io import atomic_open
 
 
@@ -130,6 +130,7 @@ class DegradationClassifierModel(SafeCheckpointMixin, BaseModel):
         self.optimizer_g.zero_grad()
         logits = self.net_g(self.lq)
         l_ce = self.ce_weight * F.cross_entropy(logits, self.label, label_smoothing=self.label_smoothing)
+        check_finite_losses({'l_ce': l_ce}, current_iter, self.opt)
         l_ce.backward()
         self.optimizer_g.step()
         acc = (logits.detach().argmax(1) == self.label).float().mean()
