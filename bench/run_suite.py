@@ -33,6 +33,7 @@ SUITE = [
     # items 3 and 5 of issue [10], other authors' scripts (run when present; their own JSON layouts)
     ('bench_onnx.py', [], ['--sizes', '64'], ['--full']),
     ('bench_tiling.py', ['--size', '1000x1000'], None, []),
+    ('bench_ads.py', [], ['--quick'], ['--full']),  # item 7: CNN-ADS vs its UM vs a naive per-sample merge
 ]
 
 
@@ -140,6 +141,14 @@ def table():
             rows.append((f"tiled ({row['config']}) / untiled restoration: throughput, peak memory",
                          f"{row['throughput_ratio_tiled_over_untiled']:.2f}, "
                          f"{row['peak_ratio_tiled_over_untiled']:.2f}", 'tiling'))
+    for name in sorted(n[:-5] for n in os.listdir(RESULTS) if n.startswith('ads_overhead_')):
+        r = _load(name)
+        for row in r['rows']:
+            q = row['ratios_over_um']
+            rows.append((f"CNN-ADS / UM time, NAFNet width {r['network']['width']} {row['size']}px batch "
+                         f"{row['batch']} (q {row['q']}%, params x{row['parameter_overhead']:.3f}): ADS, "
+                         f"ADS + classifier, naive merge",
+                         f"{q['ads']:.2f}, {q['ads_classifier']:.2f}, {q['naive_merge']:.2f}", name + _flag(r)))
     lines = ['| figure | ratio | results file |', '|---|---|---|']
     lines += [f'| {a} | {b} | `{c}` |' for a, b, c in rows]
     return '\n'.join(lines)
