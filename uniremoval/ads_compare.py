@@ -61,7 +61,7 @@ from uniremoval.ads.selection import load_masks, parameter_overhead, save_masks
 from uniremoval.ads_select import (METHODS, NEEDS_TARGETS, check_select_options, compute_scores, images_per_degradation,
                                    mask_file, masks_for, to_pixel_range)
 from uniremoval.evaluate import score_images
-from uniremoval.options import OptionsError, apply_force_yml, load_option_file
+from uniremoval.options import OptionsError, load_option_file
 from uniremoval.restoration import SetupError, load_network, network_function
 from uniremoval.train import train_pipeline
 from uniremoval.utils.atomic_io import atomic_open
@@ -455,9 +455,7 @@ def build_arg_parser():
 def main(argv=None):
     args = build_arg_parser().parse_args(argv)
     try:
-        opt = load_option_file(args.opt)
-        if args.force_yml:
-            apply_force_yml(opt, args.force_yml)
+        opt = load_option_file(args.opt, args.force_yml)
         check_compare_options(opt, args.opt)
         run_compare(opt)
     except (OptionsError, SetupError, FileNotFoundError, ValueError) as e:

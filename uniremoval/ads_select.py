@@ -66,7 +66,7 @@ from uniremoval.ads.faig import faig_scores
 from uniremoval.ads.selection import (encoder_only_masks, encoder_only_scores, format_mask_summary, mask_summary,
                                       parameter_overhead, random_scores, save_masks, select_top_q,
                                       weight_difference_scores)
-from uniremoval.options import OptionsError, apply_force_yml, load_option_file
+from uniremoval.options import OptionsError, load_option_file
 from uniremoval.restoration import SetupError, load_network
 from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.pixel_range import parse_pixel_range
@@ -310,9 +310,7 @@ def build_arg_parser():
 def main(argv=None):
     args = build_arg_parser().parse_args(argv)
     try:
-        opt = load_option_file(args.opt)
-        if args.force_yml:
-            apply_force_yml(opt, args.force_yml)
+        opt = load_option_file(args.opt, args.force_yml)
         check_select_options(opt, args.opt)
         run_select(opt, args.method)
     except (OptionsError, SetupError, FileNotFoundError, ValueError) as e:

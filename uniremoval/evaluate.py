@@ -94,7 +94,7 @@ from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, get_time_str, imwrite, tensor2img
 from basicsr.utils.registry import METRIC_REGISTRY
 from uniremoval.metrics.metric_util import NO_REFERENCE_METRICS
-from uniremoval.options import OptionsError, apply_force_yml, check_dataset_paths, load_option_file
+from uniremoval.options import OptionsError, check_dataset_paths, load_option_file
 from uniremoval.restoration import SetupError, load_network, network_function
 from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.pixel_range import parse_pixel_range
@@ -245,9 +245,7 @@ def parse_eval_options(path, force_yml=None, root_path=None):
     Raises:
         OptionsError: naming the file and the offending key (or checkpoint file).
     """
-    opt = load_option_file(path)
-    if force_yml:
-        apply_force_yml(opt, force_yml)
+    opt = load_option_file(path, force_yml)
     if not isinstance(opt.get('name'), str) or not opt['name']:
         _fail(path, f"'name' must be a non-empty string, got {opt.get('name')!r}")
     if not isinstance(opt.get('network_g'), dict) or 'type' not in opt['network_g']:

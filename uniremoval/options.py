@@ -47,11 +47,11 @@ def yaml_load_safe(stream):
     return yaml.load(stream, Loader=SafeOptionLoader)  # noqa: S506 (SafeLoader subclass)
 
 
-def load_option_file(path):
-    """Read an option YAML file into a dict.
+def load_option_file(path, force_yml=None):
+    """Read an option YAML file into a dict, then apply ``force_yml`` (``--force_yml`` entries) if given.
 
     Raises:
-        OptionsError: the file is missing, is not valid YAML, or is not a mapping.
+        OptionsError: the file is missing, is not valid YAML, or is not a mapping; a bad override.
     """
     if not osp.isfile(path):
         raise OptionsError(f'Option file not found: {path}')
@@ -62,6 +62,8 @@ def load_option_file(path):
             raise OptionsError(f'Option file {path} is not valid (safe) YAML: {e}') from e
     if not isinstance(opt, dict):
         raise OptionsError(f'Option file {path} must hold a mapping of options, got {type(opt).__name__}')
+    if force_yml:
+        apply_force_yml(opt, force_yml)
     return opt
 
 
