@@ -342,3 +342,33 @@ def test_two_process_run_resumes_exactly(two_process_runs):
     assert 'Resuming training from epoch: 1, iter: 3.' in log and 'Replayed the first 1 batches of epoch 1' in log
     final, uninterrupted = _final(two_process_runs, 'crops_resumed'), _final(two_process_runs, 'crops')
     assert all(torch.equal(final[k], uninterrupted[k]) for k in final)
+
+
+def _nan_guard_rank(rank, port, results):
+    import torch.distributed as dist
+
+    from uniremoval.models.model_mixins import NonFiniteLossError, check_finite_losses
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
+    try:
+        check_finite_losses({'l_pix': torch.tensor(float('nan') if rank == 1 else 0.5)}, 7)
+        results.put((rank, 'no error'))
+    except NonFiniteLossError as e:
+        results.put((rank, str(e)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_nan_on_one_rank_stops_every_rank():
+    """The NaN guard all-reduces its verdict: a rank whose own losses are finite stops too, instead of waiting
+    forever in the next gradient all-reduce for the rank that stopped."""
+    ctx = multiprocessing.get_context('fork')
+    results, port = ctx.Queue(), _free_port()
+    procs = [ctx.Process(target=_nan_guard_rank, args=(rank, port, results)) for rank in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    messages = dict(results.get(timeout=5) for _ in procs)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert 'iteration 7: loss term l_pix = nan' in messages[1]
+    assert 'iteration 7: a loss term is not finite (NaN or inf) on another process' in messages[0]
