@@ -43,7 +43,6 @@ Checkpoints (``net_g_<iter>.pth``, key ``params``) hold the whole ADSNet state d
 specific weights, masks and classifier, so ``uniremoval-restore --opt <this file>`` and
 ``python -m uniremoval.evaluate`` load them like any other network.
 """
-from collections import OrderedDict
 
 import torch
 from torch.nn import functional as F
@@ -55,7 +54,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from uniremoval.ads.adaptive_conv import resize_to_state_dict
 from uniremoval.models.model_mixins import (PerTypeValidationMixin, SafeCheckpointMixin, StagedRestorationMixin,
-                                            check_finite_losses, perceptual_terms)
+                                            check_finite_losses, stage_supervision_losses)
 from uniremoval.utils.checkpoint import load_state_dict_file
 
 CONDITIONS = ('true_type', 'classifier')
@@ -225,15 +224,8 @@ class ADSModel(PerTypeValidationMixin, StagedRestorationMixin, SafeCheckpointMix
         self.optimizer_g.zero_grad()
         outputs = self.run(self.net_g, self.lq, self.train_condition)
         self.output = outputs[0]
-        loss_dict = OrderedDict()
-        l_total = 0
-        if self.cri_pix:
-            l_pix = sum(self.cri_pix(out, self.gt) for out in outputs)
-            l_total = l_total + l_pix
-            loss_dict['l_pix'] = l_pix
-        for name, value in perceptual_terms(self.cri_perceptual, self.output, self.gt).items():
-            loss_dict[name] = value
-            l_total = l_total + value
+        loss_dict = stage_supervision_losses(outputs, self.gt, self.cri_pix, cri_perceptual=self.cri_perceptual)
+        l_total = sum(loss_dict.values())
         check_finite_losses(loss_dict, current_iter, self.opt)
         l_total.backward()
         self.optimizer_g.step()

@@ -3,7 +3,8 @@
 :class:`StagedRestorationMixin` runs a multi-stage network (MPRNet) in its pixel range.
 :class:`PerTypeValidationMixin` reports validation metrics per degradation type.
 :func:`build_optional_loss` builds a ``train.<key>`` loss where the option is set.
-:func:`perceptual_terms` splits BasicSR's ``PerceptualLoss`` into its logged terms.
+:func:`perceptual_terms` splits BasicSR's ``PerceptualLoss`` into its logged terms;
+:func:`stage_supervision_losses` is MPRNet's supervised objective over the stage outputs (teacher, ADS).
 :func:`check_finite_losses` stops training with :class:`NonFiniteLossError` when a loss term is NaN or inf.
 :class:`EpochSchedulerMixin` adds the per-epoch ``EpochExponentialLR`` schedule to ``setup_schedulers``.
 :class:`SafeCheckpointMixin` replaces three ``BaseModel`` methods:
@@ -378,3 +379,18 @@ def perceptual_terms(cri_perceptual, output, gt):
         return {}
     l_percep, l_style = cri_perceptual(output, gt)
     return {name: value for name, value in (('l_percep', l_percep), ('l_style', l_style)) if value is not None}
+
+
+def stage_supervision_losses(stage_outputs, gt, cri_pix, cri_edge=None, cri_perceptual=None):
+    """MPRNet's objective (Zamir et al., CVPR 2021, Eq. 2) on a multi-stage output, by log name.
+
+    ``l_pix`` and ``l_edge`` are summed over every stage output (final first), the perceptual terms
+    taken on the final output only; unset criteria are skipped. The total is ``sum(losses.values())``.
+    """
+    losses = OrderedDict()
+    if cri_pix:
+        losses['l_pix'] = sum(cri_pix(out, gt) for out in stage_outputs)
+    if cri_edge:
+        losses['l_edge'] = sum(cri_edge(out, gt) for out in stage_outputs)
+    losses.update(perceptual_terms(cri_perceptual, stage_outputs[0], gt))
+    return losses

@@ -14,12 +14,11 @@ MPRNet code (so official checkpoints work). ``[-1, 1]`` maps input and output li
 Uni-Removal paper normalises patches (§IV-A1). Losses and metrics are always computed in [0, 1], so
 loss values and ``eps`` mean the same in both settings.
 """
-from collections import OrderedDict
 
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 from uniremoval.models.model_mixins import (SafeCheckpointMixin, StagedRestorationMixin, build_optional_loss,
-                                            check_finite_losses, perceptual_terms)
+                                            check_finite_losses, stage_supervision_losses)
 
 
 @MODEL_REGISTRY.register()
@@ -49,19 +48,8 @@ class MPRNetModel(StagedRestorationMixin, SafeCheckpointMixin, SRModel):
         stage_outputs = self.stage_outputs(self.net_g, self.lq)
         self.output = stage_outputs[0]
 
-        loss_dict = OrderedDict()
-        l_total = 0
-        if self.cri_pix:
-            l_pix = sum(self.cri_pix(out, self.gt) for out in stage_outputs)
-            l_total = l_total + l_pix
-            loss_dict['l_pix'] = l_pix
-        if self.cri_edge:
-            l_edge = sum(self.cri_edge(out, self.gt) for out in stage_outputs)
-            l_total = l_total + l_edge
-            loss_dict['l_edge'] = l_edge
-        for name, value in perceptual_terms(self.cri_perceptual, self.output, self.gt).items():
-            loss_dict[name] = value
-            l_total = l_total + value
+        loss_dict = stage_supervision_losses(stage_outputs, self.gt, self.cri_pix, self.cri_edge, self.cri_perceptual)
+        l_total = sum(loss_dict.values())
         check_finite_losses(loss_dict, current_iter, self.opt)
         l_total.backward()
         self.optimizer_g.step()
