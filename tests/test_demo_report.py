@@ -70,6 +70,41 @@ def test_color_cast_ignores_uniform_offsets_and_measures_tints():
     assert pipeline.color_cast([tinted, gt], [gt, gt]) == pytest.approx(6.0)
 
 
+def test_seam_ratio_is_one_without_a_seam_and_measures_a_step_at_the_middle():
+    ramp = np.tile(np.arange(32, dtype=np.float64)[:, None, None] * 2 + np.arange(32)[None, :, None], (1, 1, 3))
+    assert pipeline.seam_ratio(ramp) == pytest.approx(1.0)  # every step equal: rows 2, columns 1
+    seam = ramp.copy()
+    seam[16:] += 30  # the bottom halves lifted: a step of 32 at the middle row instead of 2
+    assert pipeline.seam_ratio(seam) == pytest.approx((32 / 2 + 1) / 2)
+    noise = np.random.default_rng(0).uniform(0, 255, (96, 96, 3))
+    assert 0.8 < pipeline.seam_ratio(noise) < 1.2
+    with pytest.raises(ValueError, match='at least 10 pixels'):
+        pipeline.seam_ratio(np.zeros((8, 32, 3)))
+
+
+def test_seam_goal_names_the_worst_network_and_the_ground_truth(tmp_path):
+    results = _results()
+    assert evidence.seam_goal(results)['met'] is None  # no seam ratios: judged by eye
+    for split in ('synthetic', 'real'):
+        for column in results[split].values():
+            for scores in column.values():
+                scores['seam'] = 1.05
+    results['synthetic']['input']['haze']['seam'] = 3.0  # the input is not judged
+    results['real']['KT student']['rain']['seam'] = 1.4
+    results['seam_ground_truth'] = {'synthetic': {'rain': 1.0}, 'real': {'rain': 1.02}}
+    goal = evidence.seam_goal(results)
+    assert goal['met'] is False and goal['measured'] == 'worst 1.40: KT student, real rain (ground truth 1.02)'
+    results['real']['KT student']['rain']['seam'] = 1.1
+    assert evidence.seam_goal(results)['met'] is True
+    results['goals'] = evidence.demo_goals(results)
+    report.write_report(results, str(tmp_path))
+    md = (tmp_path / 'report.md').read_text()
+    assert 'Ground truth: synthetic rain 1.00; real rain 1.02.' in md
+    # real split, per type: PSNR / SSIM / PIQE / BRISQUE / cast / seam
+    row = '| KT student | 15.00 / 0.500 / 40.00 / 30.00 / 1.00 / 1.05 | 16.00 / 0.600 / 41.00 / 30.00 / 1.00 / 1.10 |'
+    assert row in md
+
+
 def test_identity_drift_measures_change_on_the_clear_images(tmp_path):
     clear = tmp_path / 'real' / 'clear'
     clear.mkdir(parents=True)

@@ -56,6 +56,8 @@ DA_FIDELITY = (
         'train': {'gan_opt': {'gan_type': 'lsgan'}}}),
     ('EX-MGCL, identity on all 3 stages', {'train': {'supervised_stages': 'all'}}),
     ("EX-MGCL, identity weight at the paper's balance (0.2)", {'train': {'identity_opt': {'loss_weight': 0.2}}}),
+    ('EX-MGCL, EICL also on relu1_1 (colour statistics)', {
+        'train': {'image_cl_opt': {'layer_weights': {'relu1_1': 0.03125}}}}),
 )
 
 

@@ -115,6 +115,40 @@ def identity_drift(networks, data_root):
     return drift
 
 
+def seam_ratio(img, reach=(2, 3, 4)):
+    """How much MPRNet's patch borders show in one image: 1.0 means not at all (GT-free).
+
+    MPRNet's stage 1 restores the four quarters of the image separately and stage 2 its two halves
+    (arXiv 2102.02808 §3.1); a network that has not learned to hide their borders leaves a step along
+    the middle row and column. Per axis, the mean absolute step between the two pixels rows (columns)
+    that meet at the middle, divided by the mean step between rows (columns) ``reach`` further from it;
+    the two axes are averaged. A natural image gives about 1; an edge that happens to lie on the middle
+    raises it as a seam would, so the ground truth's ratio is the reference.
+    """
+    img = np.asarray(img, dtype=np.float64)
+    ratios = []
+    for axis in (0, 1):
+        steps = np.abs(np.diff(img, axis=axis)).mean(axis=tuple(a for a in range(img.ndim) if a != axis))
+        border = img.shape[axis] // 2 - 1  # steps[i]: between rows i and i + 1
+        if border - max(reach) < 0 or border + max(reach) >= len(steps):
+            raise ValueError(f'seam_ratio needs at least {2 * max(reach) + 2} pixels per side; got {img.shape}')
+        around = np.mean([steps[border + d] for r in reach for d in (-r, r)])
+        ratios.append(steps[border] / max(around, 1e-6))
+    return float(np.mean(ratios))
+
+
+def add_seam_ratio(scores, outputs):
+    """Add ``seam`` (the mean :func:`seam_ratio` of its outputs) to every column's per-type scores; return
+    the ground truth's, the reference, per type."""
+    def mean_ratio(images):
+        return float(np.mean([seam_ratio(img) for img in images]))
+
+    for column, by_type in scores.items():
+        for kind in by_type:
+            by_type[kind]['seam'] = mean_ratio(outputs[column][kind])
+    return {kind: mean_ratio(images) for kind, images in outputs['ground truth'].items()}
+
+
 def add_color_cast(scores, outputs):
     """Add ``cast`` (:func:`color_cast` against the ground truth) to every column's per-type scores."""
     for column, by_type in scores.items():
@@ -221,11 +255,12 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60
     real, real_out = score_networks({'KT student': kt_net, 'DA student': da_net}, data_root, 'real',
                                     no_reference=True)
     add_color_cast(real, real_out)
+    seam_reference = {'synthetic': add_seam_ratio(synthetic, synthetic_out), 'real': add_seam_ratio(real, real_out)}
     drift = identity_drift({'KT student': kt_net, 'DA student': da_net}, data_root)
     for kind in KINDS:
         save_grid(synthetic_out, kind, osp.join(out_dir, f'grid_synthetic_{kind}.png'))
         save_grid(real_out, kind, osp.join(out_dir, f'grid_real_{kind}.png'))
-    results = {'synthetic': synthetic, 'real': real, 'identity_on_clear': drift,
+    results = {'synthetic': synthetic, 'real': real, 'identity_on_clear': drift, 'seam_ground_truth': seam_reference,
                'curves': save_curves(curves, osp.join(out_dir, 'curves.png'))}
     results['shipped_checkpoints'] = {k: osp.basename(v) for k, v in shipped.items()}
     results['pretraining'] = read_manifest() if shipped else {}

@@ -141,6 +141,11 @@ def markdown_to_html(lines):
         '\n'.join(out) + '\n'
 
 
+SEAM_CAPTION = ('Seam ratio: the step across the middle row and column of an image, where MPRNet\'s stage-1 '
+                'quarters and stage-2 halves meet, over the steps a few pixels away (1.00: no seam; '
+                '`uniremoval.demo.pipeline.seam_ratio`).')
+
+
 def real_caption(no_reference, cast):
     """The caption of the real-split table: which scores each cell holds."""
     caption = 'PSNR / SSIM' + ''.join(f' / {n.upper()}' for n in no_reference)
@@ -210,11 +215,18 @@ def write_report(results, out_dir):
         lines += [f'### {kind}: synthetic', '', f'![{kind} synthetic](grid_synthetic_{kind}.png)', '',
                   f'### {kind}: real', '', f'![{kind} real](grid_real_{kind}.png)', '']
     cast = ['cast'] if 'cast' in next(iter(results['real']['input'].values())) else []
-    lines += ['## Synthetic validation split (PSNR / SSIM)', '',
-              *markdown_table(results['synthetic'], kinds, ('psnr', 'ssim')), '',
+    seam = ['seam'] if 'seam' in next(iter(results['synthetic']['input'].values())) else []
+    seam_note = []
+    if seam:
+        reference = results.get('seam_ground_truth') or {}
+        seam_note = [SEAM_CAPTION + ' Ground truth: ' + '; '.join(
+            f"{split} " + ', '.join(f'{k} {v:.2f}' for k, v in by_type.items())
+            for split, by_type in reference.items()) + '.', '']
+    lines += ['## Synthetic validation split (PSNR / SSIM' + ' / seam ratio' * bool(seam) + ')', '',
+              *markdown_table(results['synthetic'], kinds, ('psnr', 'ssim', *seam)), '', *seam_note,
               '## Real split: different degradation settings, ground truth kept aside for scoring', '',
-              real_caption(nr, cast), '',
-              *markdown_table(results['real'], kinds, ('psnr', 'ssim', *nr, *cast)), '']
+              real_caption(nr, cast) + ' / seam ratio' * bool(seam), '',
+              *markdown_table(results['real'], kinds, ('psnr', 'ssim', *nr, *cast, *seam)), '']
     if results.get('identity_on_clear'):
         lines += ['## Real clear images through each network (identity, Eq. 8)', '',
                   'The unpaired clear images domain adaptation trains on, restored: mean absolute change and the '
