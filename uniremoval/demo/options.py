@@ -38,7 +38,11 @@ KT_LADDER = (
     ('BKT + ICL', {'train': {'feature_cl_opt': None}}),
     ('BKT + ICL + FCL (MGCL)', {}),
 )
-KT_FIDELITY = (('BKT + ICL + FCL, L1 on all 3 stages', {'train': {'supervised_stages': 'all'}}), )
+KT_FIDELITY = (
+    ('BKT + ICL + FCL, L1 on all 3 stages', {'train': {'supervised_stages': 'all'}}),
+    ('BKT + ICL + FCL, ICL also on relu1_1 (colours)', {
+        'train': {'image_cl_opt': {'layer_weights': {'relu1_1': 0.03125}}}}),
+)
 # Table V, domain adaptation, from the demo's KT student, real split. The first row is the KT student itself.
 DA_LADDER = (
     ('KT (no DA)', None),
