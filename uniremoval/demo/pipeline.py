@@ -120,7 +120,7 @@ def seam_ratio(img, reach=(2, 3, 4)):
 
     MPRNet's stage 1 restores the four quarters of the image separately and stage 2 its two halves
     (arXiv 2102.02808 §3.1); a network that has not learned to hide their borders leaves a step along
-    the middle row and column. Per axis, the mean absolute step between the two pixels rows (columns)
+    the middle row and column. Per axis, the mean absolute step between the two pixel rows (columns)
     that meet at the middle, divided by the mean step between rows (columns) ``reach`` further from it;
     the two axes are averaged. A natural image gives about 1; an edge that happens to lie on the middle
     raises it as a seam would, so the ground truth's ratio is the reference.
