@@ -146,13 +146,15 @@ SEAM_CAPTION = ('Seam ratio: the step across the middle row and column of an ima
                 '`uniremoval.demo.pipeline.seam_ratio`).')
 
 
-def real_caption(no_reference, cast):
+def real_caption(no_reference, cast, seam=()):
     """The caption of the real-split table: which scores each cell holds."""
     caption = 'PSNR / SSIM' + ''.join(f' / {n.upper()}' for n in no_reference)
     if no_reference:
         caption += ' (no-reference, lower is better)'
     if cast:
         caption += ' / colour cast (spread of the per-channel mean offsets to the ground truth, grey levels)'
+    if seam:
+        caption += ' / seam ratio'
     return caption
 
 
@@ -225,7 +227,7 @@ def write_report(results, out_dir):
     lines += ['## Synthetic validation split (PSNR / SSIM' + ' / seam ratio' * bool(seam) + ')', '',
               *markdown_table(results['synthetic'], kinds, ('psnr', 'ssim', *seam)), '', *seam_note,
               '## Real split: different degradation settings, ground truth kept aside for scoring', '',
-              real_caption(nr, cast) + ' / seam ratio' * bool(seam), '',
+              real_caption(nr, cast, seam), '',
               *markdown_table(results['real'], kinds, ('psnr', 'ssim', *nr, *cast, *seam)), '']
     if results.get('identity_on_clear'):
         lines += ['## Real clear images through each network (identity, Eq. 8)', '',
