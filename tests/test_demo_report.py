@@ -203,19 +203,46 @@ def test_shipped_checkpoints_load_into_the_demo_networks(tmp_path):
         shipped.checkpoint_file('snow')
 
 
-def test_scores_are_basicsr_metrics_on_uint8_bgr_images(tmp_path):
-    """score_networks (via uniremoval.evaluate.score_images) gives the means of BasicSR's functions, crop 0, RGB."""
+def _write_val_pairs(root, n=3):
+    """A val split of ``n`` noisy 48x48 pairs per type under ``root``; returns {type: [(lq, gt)]}."""
     rng = np.random.default_rng(0)
     images = {}
     for kind in ('haze', 'rain', 'blur'):
         for sub in ('lq', 'gt'):
-            (tmp_path / 'val' / kind / sub).mkdir(parents=True)
-        for i in range(3):
+            (root / 'val' / kind / sub).mkdir(parents=True)
+        for i in range(n):
             gt = cv2.GaussianBlur(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), (5, 5), 1.0)
             lq = np.clip(gt.astype(np.int16) + rng.integers(-20, 21, gt.shape), 0, 255).astype(np.uint8)
-            cv2.imwrite(str(tmp_path / 'val' / kind / 'gt' / f'{i}.png'), gt)
-            cv2.imwrite(str(tmp_path / 'val' / kind / 'lq' / f'{i}.png'), lq)
+            cv2.imwrite(str(root / 'val' / kind / 'gt' / f'{i}.png'), gt)
+            cv2.imwrite(str(root / 'val' / kind / 'lq' / f'{i}.png'), lq)
             images.setdefault(kind, []).append((lq, gt))
+    return images
+
+
+def test_teacher_followed_counts_the_nearest_teacher_and_the_cost(tmp_path):
+    """A student identical to the rain teacher follows it on every image; it costs nothing on rain images and,
+    on the others, exactly the gap between the own teacher and the identity."""
+    images = _write_val_pairs(tmp_path, n=2)
+    teachers = {'haze': lambda x: x * 0.5, 'rain': torch.nn.Identity(), 'blur': lambda x: x * 0.9}
+    followed = pipeline.teacher_followed(teachers['rain'], teachers, str(tmp_path))
+    assert {k: f['counts'] for k, f in followed.items()} == {k: {'haze': 0, 'rain': 2, 'blur': 0} for k in images}
+    assert followed['rain']['below_teacher'] == {'own': 0.0, 'other': None}
+    for kind, scale in (('haze', 0.5), ('blur', 0.9)):
+        expected = np.mean([calculate_psnr(np.round(lq * scale), gt, crop_border=0)
+                            - calculate_psnr(lq, gt, crop_border=0) for lq, gt in images[kind]])
+        assert followed[kind]['below_teacher']['own'] is None
+        assert followed[kind]['below_teacher']['other'] == pytest.approx(expected, abs=0.05)
+    assert followed['haze']['worst'][1:] == ['rain', pytest.approx(max(
+        calculate_psnr(np.round(lq * 0.5), gt, crop_border=0) - calculate_psnr(lq, gt, crop_border=0)
+        for lq, gt in images['haze']), abs=0.05)]
+    assert followed['rain']['worst'][1:] == ['rain', 0.0]
+    lines = report.followed_table(followed)
+    assert '| blur | 0 | 2 | 0 | - / ' in '\n'.join(lines) and '| rain | 0 | 2 | 0 | 0.00 / - | ' in '\n'.join(lines)
+
+
+def test_scores_are_basicsr_metrics_on_uint8_bgr_images(tmp_path):
+    """score_networks (via uniremoval.evaluate.score_images) gives the means of BasicSR's functions, crop 0, RGB."""
+    images = _write_val_pairs(tmp_path)
     scores, outputs = pipeline.score_networks({'half': lambda x: x * 0.5}, str(tmp_path), 'val', no_reference=True)
     assert list(scores) == list(outputs)[:2] == ['input', 'half'] and list(outputs)[2] == 'ground truth'
     for kind, pairs in images.items():

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 import uniremoval  # noqa: F401  (compat shim + registration)
+from basicsr.metrics import calculate_psnr
 from basicsr.utils.registry import METRIC_REGISTRY
 from uniremoval.demo.data import KINDS, build_demo_data
 from uniremoval.demo.evidence import demo_goals, ordering_holds, summarise_ladder
@@ -113,6 +114,40 @@ def identity_drift(networks, data_root):
         drift[column] = {'mean_abs': float(np.mean([np.abs(c).mean() for c in change])),
                          'channel_shift': np.mean([c.reshape(-1, 3).mean(0) for c in change], 0).tolist()}
     return drift
+
+
+def teacher_followed(student, teachers, data_root, split='val'):
+    """Which teacher the student imitates on each image: its recognition of the degradation type.
+
+    Knowledge transfer (arXiv 2307.05075 Eq. 1) trains one blind student to output, for an image of type
+    i, what teacher i outputs, so the student has to tell the types apart from the images alone. Per
+    image of each type of ``split``, the teacher whose output is closest to the student's (highest PSNR
+    between the two outputs: no ground truth), and how many dB the student's PSNR (against the ground
+    truth) is below the own-type teacher's. Teachers that barely change an image give nearly the same
+    output on it (the deraining and deblurring teachers on a blurred image), so the gap, not the count,
+    says what a wrong choice costs.
+
+    Returns:
+        ``{type: {'counts': {teacher: images}, 'below_teacher': {'own': dB, 'other': dB}, 'worst':
+        [image, followed teacher, dB]}}``: ``below_teacher`` averages over the images where the student
+        follows the own teacher / another one (None if there are none); ``worst`` is the image where the
+        student is farthest below its teacher.
+    """
+    followed = {}
+    for kind in KINDS:
+        counts, below, per_image = dict.fromkeys(teachers, 0), {'own': [], 'other': []}, []
+        for name, lq, gt in read_pairs(data_root, split, kind):
+            out = restore_image(student, lq)
+            by_teacher = {t: restore_image(net, lq) for t, net in teachers.items()}
+            nearest = max(by_teacher, key=lambda t: calculate_psnr(out, by_teacher[t], crop_border=0))
+            counts[nearest] += 1
+            gap = calculate_psnr(by_teacher[kind], gt, crop_border=0) - calculate_psnr(out, gt, crop_border=0)
+            below['own' if nearest == kind else 'other'].append(gap)
+            per_image.append([name, nearest, float(gap)])
+        followed[kind] = {'counts': counts,
+                          'below_teacher': {k: float(np.mean(v)) if v else None for k, v in below.items()},
+                          'worst': max(per_image, key=lambda record: record[2])}
+    return followed
 
 
 def seam_ratio(img, reach=(2, 3, 4)):
@@ -257,10 +292,12 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60
     add_color_cast(real, real_out)
     seam_reference = {'synthetic': add_seam_ratio(synthetic, synthetic_out), 'real': add_seam_ratio(real, real_out)}
     drift = identity_drift({'KT student': kt_net, 'DA student': da_net}, data_root)
+    followed = teacher_followed(kt_net, teachers, data_root)
     for kind in KINDS:
         save_grid(synthetic_out, kind, osp.join(out_dir, f'grid_synthetic_{kind}.png'))
         save_grid(real_out, kind, osp.join(out_dir, f'grid_real_{kind}.png'))
     results = {'synthetic': synthetic, 'real': real, 'identity_on_clear': drift, 'seam_ground_truth': seam_reference,
+               'kt_teacher_followed': followed,
                'curves': save_curves(curves, osp.join(out_dir, 'curves.png'))}
     results['shipped_checkpoints'] = {k: osp.basename(v) for k, v in shipped.items()}
     results['pretraining'] = read_manifest() if shipped else {}

@@ -158,6 +158,32 @@ def real_caption(no_reference, cast, seam=()):
     return caption
 
 
+def followed_table(followed):
+    """The report's section on which teacher the KT student imitates (``pipeline.teacher_followed``)."""
+    if not followed:
+        return []
+    teachers = list(next(iter(followed.values()))['counts'])
+
+    def gap(value):
+        return '-' if value is None else f'{value:.2f}'
+
+    lines = ['## Which teacher the KT student follows (synthetic val)', '',
+             "Per image, the teacher whose output is closest to the KT student's (PSNR between the two outputs; "
+             'no ground truth): the student is blind and must recognise the degradation from the image (Eq. 1). '
+             'Then how far (dB, against the ground truth) the student falls below the image\'s own-type teacher, '
+             'on average where it follows that teacher / another one, and on its worst image. The deraining and '
+             'deblurring teachers barely change a blurred image, so following either there costs little; the '
+             'gap says what a wrong choice costs.', '',
+             '| images | ' + ' | '.join(f'{t} teacher' for t in teachers)
+             + ' | below own teacher: own / other | worst image: dB below (teacher followed) |',
+             '|---' * (len(teachers) + 3) + '|']
+    for kind, f in followed.items():
+        b, (name, nearest, worst) = f['below_teacher'], f['worst']
+        lines.append(f'| {kind} | ' + ' | '.join(str(f['counts'][t]) for t in teachers)
+                     + f" | {gap(b['own'])} / {gap(b['other'])} | {name}: {worst:.2f} ({nearest}) |")
+    return lines + ['']
+
+
 def goal_table(goals):
     """Markdown lines of the goal table (goal, measured, met)."""
     marks = {True: 'met', False: 'NOT met', None: 'by eye'}
@@ -226,6 +252,7 @@ def write_report(results, out_dir):
             for split, by_type in reference.items()) + '.', '']
     lines += ['## Synthetic validation split (PSNR / SSIM' + ' / seam ratio' * bool(seam) + ')', '',
               *markdown_table(results['synthetic'], kinds, ('psnr', 'ssim', *seam)), '', *seam_note,
+              *followed_table(results.get('kt_teacher_followed')),
               '## Real split: different degradation settings, ground truth kept aside for scoring', '',
               real_caption(nr, cast, seam), '',
               *markdown_table(results['real'], kinds, ('psnr', 'ssim', *nr, *cast, *seam)), '']
