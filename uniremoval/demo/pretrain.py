@@ -37,8 +37,9 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # the four training photos); deraining learns fast at 2e-3 (+6.0 dB in 600 iterations); deblurring learns
 # slowest (+0.42 dB after 1200 iterations on 64x64 crops, +0.30 dB after 400 on 48x48). The KT student:
 # 500 iterations at 5e-4 reached 20.57 dB mean on val, 1500 at 2e-3 on 48x48 crops 21.59 dB (23.3 min),
-# 2000 at 2e-3 on whole 64x64 crops 21.90 dB (40 min on 1 thread; shipped), and with a wider stage-1/2
-# U-Net (scale_unetfeats 12 instead of 4) 21.92 dB, no difference. What it still lacks is mostly two
+# 2000 at 2e-3 on whole 64x64 crops 21.90 dB (40 min on 1 thread; shipped); with seed 1 the two recipes
+# reached 22.24 (48x48) and 22.41 dB (64x64), so the crop size makes less difference than the seed. A wider
+# stage-1/2 U-Net (scale_unetfeats 12 instead of 4) reached 21.92 dB, no difference. What it still lacks is mostly two
 # blurred val images it restores like hazy ones (the demo report's "which teacher the KT student follows").
 STAGE_SETTINGS = {
     'haze': dict(iters=200, lr=2e-4, patch=48, batch=8),
