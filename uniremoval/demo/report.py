@@ -163,10 +163,6 @@ def followed_table(followed):
     if not followed:
         return []
     teachers = list(next(iter(followed.values()))['counts'])
-
-    def gap(value):
-        return '-' if value is None else f'{value:.2f}'
-
     lines = ['## Which teacher the KT student follows (synthetic val)', '',
              "Per image, the teacher whose output is closest to the KT student's (PSNR between the two outputs; "
              'no ground truth): the student is blind and must recognise the degradation from the image (Eq. 1). '
@@ -180,7 +176,7 @@ def followed_table(followed):
     for kind, f in followed.items():
         b, (name, nearest, worst) = f['below_teacher'], f['worst']
         lines.append(f'| {kind} | ' + ' | '.join(str(f['counts'][t]) for t in teachers)
-                     + f" | {gap(b['own'])} / {gap(b['other'])} | {name}: {worst:.2f} ({nearest}) |")
+                     + f" | {_cell(b, 'own')} / {_cell(b, 'other')} | {name}: {worst:.2f} ({nearest}) |")
     return lines + ['']
 
 
