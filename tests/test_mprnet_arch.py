@@ -179,3 +179,31 @@ def test_gradients_reach_every_parameter():
         assert torch.isfinite(param.grad).all(), name
     assert model.tail.weight.grad.abs().sum() > 0
     assert model.shallow_feat1[1].body[1].weight.grad.abs().sum() > 0  # the shared PReLU
+
+
+@pytest.mark.parametrize('padding_mode', ['replicate', 'reflect'])
+def test_border_continuing_padding_maps_a_constant_image_to_a_constant_image(padding_mode):
+    """Every stage output of a constant image is constant with a border that continues each patch's own
+    content, while zero padding leaves a frame around the image and steps at the stage-1/2 patch borders."""
+    torch.manual_seed(0)
+    zeros = MPRNet(**SMALL).eval()
+    continuing = MPRNet(**SMALL, padding_mode=padding_mode).eval()
+    continuing.load_state_dict(zeros.state_dict(), strict=True)  # same keys: official checkpoints load
+    x = torch.full((1, 3, 32, 48), 0.4)
+    with torch.no_grad():
+        for out_zeros, out in zip(zeros(x), continuing(x)):
+            assert (out - out.mean(dim=(2, 3), keepdim=True)).abs().max() < 1e-5
+            # the middle column of the stage-1 quarters: a step with zero padding
+            step = (out_zeros[..., 24] - out_zeros[..., 23]).abs().mean()
+            assert step > 1e-3
+
+
+def test_padding_mode_reaches_every_spatial_convolution_and_is_validated():
+    model = MPRNet(**SMALL, padding_mode='replicate')
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert {m.padding_mode for m in convs if m.kernel_size != (1, 1)} == {'replicate'}
+    assert {m.padding_mode for m in convs if m.kernel_size == (1, 1)} == {'zeros'}  # nothing to pad
+    official = [m.padding_mode for m in MPRNet(**SMALL).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert official == ['zeros'] * len(convs)
+    with pytest.raises(ValueError, match=r"padding_mode must be one of .* got 'circular'"):
+        MPRNet(**SMALL, padding_mode='circular')

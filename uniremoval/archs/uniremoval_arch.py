@@ -40,6 +40,9 @@ SIZE_MULTIPLE = 8
 # Names of the features that ``MPRNet.forward(..., return_feats=True)`` can return.
 FEATURE_LAYERS = ('orsnet', 'stage2_decoder', 'stage2_encoder')
 
+# How the convolutions fill the border: 'zeros' is the official MPRNet's; see ``MPRNet``'s ``padding_mode``.
+PADDING_MODES = ('zeros', 'reflect', 'replicate')
+
 
 def conv(in_channels, out_channels, kernel_size, bias=False, stride=1):
     """Convolution with 'same' padding for odd kernel sizes."""
@@ -332,6 +335,16 @@ class MPRNet(nn.Module):
         kernel_size (int): convolution kernel size.
         reduction (int): channel reduction of the channel attention layers.
         bias (bool): whether the convolutions have biases.
+        padding_mode (str): how every convolution wider than 1x1 pads its input: ``'zeros'`` (the
+            official code's, default), ``'reflect'`` or ``'replicate'``. The state dict is the same
+            for all three, so official checkpoints load into any of them. Stages 1 and 2 restore
+            each patch on its own, so with zero padding every patch sees a dark frame along the
+            borders it shares with its neighbours, and a network that has not learned to undo it
+            leaves a step along the middle row and column of its output (a seam). With
+            ``'replicate'`` a patch's border continues its own content, so a constant image maps
+            to a constant image and the frame's seam is gone (a structure cut in two by a patch
+            border, e.g. a rain streak, is still left to the later stages); ``'reflect'`` needs
+            every feature map wider than 1 pixel.
 
     The defaults are the deraining configuration; deblurring uses ``n_feat=96,
     scale_unetfeats=48, scale_orsnetfeats=32`` and denoising ``n_feat=80, scale_unetfeats=48,
@@ -344,10 +357,12 @@ class MPRNet(nn.Module):
     """
 
     def __init__(self, in_c=3, out_c=3, n_feat=40, scale_unetfeats=20, scale_orsnetfeats=16, num_cab=8,
-                 kernel_size=3, reduction=4, bias=False):
+                 kernel_size=3, reduction=4, bias=False, padding_mode='zeros'):
         super().__init__()
         if in_c != out_c:
             raise ValueError(f'MPRNet predicts residuals of its input: out_c ({out_c}) must equal in_c ({in_c})')
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f'MPRNet: padding_mode must be one of {PADDING_MODES}; got {padding_mode!r}')
         self.feat_layers = ('orsnet',)
 
         # One PReLU shared by every CAB, as in the official code (one parameter, many keys).
@@ -376,6 +391,10 @@ class MPRNet(nn.Module):
         self.concat12 = conv(n_feat * 2, n_feat, kernel_size, bias=bias)
         self.concat23 = conv(n_feat * 2, n_feat + scale_orsnetfeats, kernel_size, bias=bias)
         self.tail = conv(n_feat + scale_orsnetfeats, out_c, kernel_size, bias=bias)
+
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d) and any(module.padding):
+                module.padding_mode = padding_mode
 
     def forward(self, x, return_feats=False, feat_layers=None):
         """Restore ``x`` of shape (N, in_c, H, W), any H and W.
