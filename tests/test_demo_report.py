@@ -1,4 +1,6 @@
 """The demo's report writer, option builders and scoring (the training itself runs in `make demo`)."""
+from os import path as osp
+
 import cv2
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import uniremoval  # noqa: F401  (compat shim + registration)
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils.registry import METRIC_REGISTRY
 from uniremoval.demo import evidence, options, pipeline, report, shipped
+from uniremoval.options import load_option_file
 
 
 def _scores(psnr):
@@ -131,8 +134,10 @@ def test_report_goals_first_ladders_and_html(tmp_path):
     ladder = {'BKT': [_scores(10), _scores(11)], 'BKT + ICL': [_scores(12), _scores(12)]}
     results['kt_ladder_summary'] = evidence.summarise_ladder(ladder, 2)
     results['kt_ladder_ordering_holds'] = evidence.ordering_holds(results['kt_ladder_summary'], 2)
+    results['settings']['network'] = {'type': 'MPRNet', 'padding_mode': 'replicate'}
     report.write_report(results, str(tmp_path))
     md = (tmp_path / 'report.md').read_text()
+    assert 'The MPRNets pad their convolutions with `replicate`, not the official zeros' in md
     assert md.index('## Goals') < md.index('## Knowledge-transfer ladder') < md.index('## Restored images')
     assert '| haze teacher >= input + 3 dB (synthetic val) | +4.00 dB | met |' in md
     assert '| BKT + ICL | 12.00 ± 0.00 | 13.00 ± 0.00 | 14.00 ± 0.00 | 13.00 ± 0.00 | BKT | better |' in md
@@ -185,6 +190,11 @@ def test_option_builders_point_at_the_demo_data_and_select_ablations(tmp_path):
     assert da['train']['gan_opt']['gan_type'] == 'lsgan' and da['train']['gan_opt']['loss_weight'] == 0.01
     with pytest.raises(KeyError):
         options.kt_options(str(tmp_path), {}, 1, 32, 4)  # a teacher checkpoint per type is required
+    # teachers, students and the evaluation table build the same network (the KT model's teachers use network_g)
+    teacher = options.teacher_options('haze', str(tmp_path), 1, 32, 4)
+    evaluation = load_option_file(osp.join(options.OPTIONS_DIR, 'eval_tiny.yml'))
+    assert teacher['network_g'] == kt['network_g'] == da['network_g'] == evaluation['network_g']
+    assert kt['network_g']['padding_mode'] == 'replicate'
 
 
 def test_shipped_checkpoints_load_into_the_demo_networks(tmp_path):

@@ -327,7 +327,7 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60
     results['minutes']['main pipeline'] = main_minutes
     results['settings'] = dict(teacher_iters=teacher_iters, kt_iters=kt_iters, da_iters=da_iters, patch=patch,
                                batch=batch, seed=seed, seeds=list(seeds), ablation_iters=ablation_iters,
-                               from_scratch=from_scratch, jobs=jobs)
+                               from_scratch=from_scratch, jobs=jobs, network=dict(kt_opt['network_g']))
     for name, n_ladder in (('kt_ladder', len(KT_LADDER)), ('da_ladder', len(DA_LADDER))):
         if name in results:
             results[name + '_rows'] = n_ladder  # the paper's rows; the ones after them are alternatives
