@@ -45,7 +45,8 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # demo's replicate padding (options/demo/*.yml), with the same settings: haze 17.80 dB (+4.44), rain 25.99
 # (+6.20; 1200 iterations reached 27.44), blur 28.67 (+0.39; 3000 iterations reached +0.71), KT student
 # 21.74 dB mean (17.28 / 22.98 / 24.97; 21.90 before, within the seed spread). The dehazing teacher's seam
-# ratio fell from 2.07 to 0.96 (ground truth 1.00).
+# ratio fell from 2.07 to 0.96 (ground truth 1.00); the deraining teacher's rose from 1.20 to 1.33 (streak
+# remnants along the middle column; 1.36 after 1200 iterations).
 STAGE_SETTINGS = {
     'haze': dict(iters=200, lr=2e-4, patch=48, batch=8),
     'rain': dict(iters=600, lr=2e-3, patch=64, batch=8),
