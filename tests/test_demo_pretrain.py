@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 import uniremoval  # noqa: F401  (compat shim + registration)
 from uniremoval.demo import pretrain, shipped
@@ -19,7 +20,8 @@ def demo_data(tmp_path_factory):
     return str(root / 'data')
 
 
-def test_pretrain_publishes_checkpoints_and_manifest(demo_data, tmp_path):
+def test_pretrain_publishes_checkpoints_and_manifest(demo_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the command runs from the repository root; here tmp_path stands for it
     folder = str(tmp_path / 'checkpoints')
     with pytest.raises(FileNotFoundError, match='teacher'):  # kt distils the shipped teachers
         pretrain.pretrain(['kt'], demo_data, str(tmp_path / 'work'), folder, TINY_RUN)
@@ -34,6 +36,10 @@ def test_pretrain_publishes_checkpoints_and_manifest(demo_data, tmp_path):
                      weights_only=True)['params']
     published = torch.load(shipped.checkpoint_file('rain', folder), weights_only=True)
     assert list(published) == ['params'] and all(torch.equal(run[k], v) for k, v in published['params'].items())
-    assert (tmp_path / 'checkpoints' / 'pretrain_kt_student.yml').is_file()
+    # the published option file: paths under the working directory relative to it, others left absolute
+    opt = yaml.safe_load((tmp_path / 'checkpoints' / 'pretrain_kt_student.yml').read_text())
+    expected = [f'checkpoints/teacher_{k}.pth' for k in ('haze', 'rain', 'blur')]
+    assert [t['pretrain_path'] for t in opt['teachers']] == expected
+    assert opt['datasets']['train']['sources'][0]['dataroot_gt'] == f'{demo_data}/train/haze/gt'
     with pytest.raises(ValueError, match='snow'):
         pretrain.pretrain(['snow'], demo_data, str(tmp_path / 'work'), folder, TINY_RUN)

@@ -3,10 +3,11 @@
 ``make demo`` has about 15 minutes on two CPU cores, less than the tiny networks need to learn the demo's
 degradations from scratch. This command trains them for longer, on the same demo data and with the same
 option files (``options/demo/*.yml`` through :mod:`uniremoval.demo.options`), and writes their weights to
-``uniremoval/demo/checkpoints/`` (about 0.4 MB each) with a ``manifest.json`` saying how each was made
-and how long it took. ``make demo`` starts its teacher and knowledge-transfer stages from them (and says
-so in its report) and still trains every stage in its own run; ``python -m uniremoval.demo --from-scratch``
-ignores them.
+``uniremoval/demo/checkpoints/`` (about 0.4 MB each) with a ``manifest.json`` saying how each was made and
+how long it took, and the option file each stage ran with (``pretrain_teacher_<type>.yml``,
+``pretrain_kt_student.yml``; paths relative to the repository root). ``make demo`` starts its teacher and
+knowledge-transfer stages from them (and says so in its report) and still trains every stage in its own run;
+``python -m uniremoval.demo --from-scratch`` ignores them.
 
 Stages, in order: one teacher per degradation type (``haze``, ``rain``, ``blur``; MPRNet's own loss,
 arXiv 2307.05075 §III-B), then ``kt``: the student distilled from the shipped teachers (Eqs. 1-6), with the
@@ -17,12 +18,12 @@ how the shipped ones were made, in about 13 minutes for the teachers, then ``--s
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from os import path as osp
 
 import torch
+import yaml
 
 from uniremoval.demo.data import KINDS, build_demo_data
 from uniremoval.demo.options import kt_options, set_learning_rate, teacher_options
@@ -73,6 +74,26 @@ def _publish(checkpoint, stage, folder, record):
         json.dump(manifest, f, indent=2)
 
 
+def _relative_paths(value, root):
+    """``value`` (an option tree) with every absolute path under ``root`` made relative to it."""
+    if isinstance(value, dict):
+        return {k: _relative_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative_paths(v, root) for v in value]
+    if isinstance(value, str) and osp.isabs(value) and osp.commonpath([value, root]) == root:
+        return osp.relpath(value, root)
+    return value
+
+
+def _publish_options(option_file, folder):
+    """Copy a stage's option file into ``folder``, its paths relative to the directory the command runs in
+    (the repository root, where ``basicsr train -opt`` would rerun it), so it names no one's home folder."""
+    with open(option_file, encoding='utf-8') as f:
+        opt = yaml.safe_load(f)
+    with atomic_open(osp.join(folder, osp.basename(option_file)), 'w', encoding='utf-8') as f:
+        yaml.safe_dump(_relative_paths(opt, osp.abspath(os.getcwd())), f, sort_keys=False)
+
+
 def pretrain(stages, data_root, work_dir, folder=CHECKPOINT_DIR, overrides=None, seed=SEED):
     """Train ``stages`` (a subset of :data:`STAGES`, run in that order) and publish their checkpoints.
 
@@ -110,7 +131,7 @@ def pretrain(stages, data_root, work_dir, folder=CHECKPOINT_DIR, overrides=None,
                       val_psnr={k: round(scores['net'][k]['psnr'], 2) for k in kinds},
                       input_psnr={k: round(scores['input'][k]['psnr'], 2) for k in kinds})
         _publish(checkpoint, stage, folder, record)
-        shutil.copy(osp.join(work_dir, 'options', opt['name'] + '.yml'), osp.join(folder, opt['name'] + '.yml'))
+        _publish_options(osp.join(work_dir, 'options', opt['name'] + '.yml'), folder)
         print(f'[pretrain] {stage}: {minutes:.1f} min, val PSNR {record["val_psnr"]} (input {record["input_psnr"]})',
               flush=True)
 
