@@ -41,5 +41,21 @@ def test_pretrain_publishes_checkpoints_and_manifest(demo_data, tmp_path, monkey
     expected = [f'checkpoints/teacher_{k}.pth' for k in ('haze', 'rain', 'blur')]
     assert [t['pretrain_path'] for t in opt['teachers']] == expected
     assert opt['datasets']['train']['sources'][0]['dataroot_gt'] == f'{demo_data}/train/haze/gt'
+    # resume: start from the published weights (Adam moves each by at most about lr per step, so lr 1e-12 keeps
+    # them; random weights would differ by ~0.1), keep the earlier run's record and option file
+    before = torch.load(shipped.checkpoint_file('rain', folder), weights_only=True)['params']
+    pretrain.pretrain(['rain'], demo_data, str(tmp_path / 'work'), folder, {**TINY_RUN, 'lr': 1e-12}, resume=True)
+    after = torch.load(shipped.checkpoint_file('rain', folder), weights_only=True)['params']
+    assert max((before[k] - v).abs().max().item() for k, v in after.items()) < 1e-9
+    resumed = json.loads((tmp_path / 'checkpoints' / 'manifest.json').read_text())['rain']
+    assert resumed['continued_from'] == manifest['rain'] and resumed['lr'] == 1e-12
+    assert resumed['option_file'] == 'pretrain_teacher_rain_run2.yml'
+    assert [run['option_file'] for run in shipped.training_runs(resumed)] == [
+        'pretrain_teacher_rain.yml', 'pretrain_teacher_rain_run2.yml']
+    run2 = yaml.safe_load((tmp_path / 'checkpoints' / 'pretrain_teacher_rain_run2.yml').read_text())
+    assert run2['path']['pretrain_network_g'] == 'checkpoints/teacher_rain.pth'
+    (tmp_path / 'checkpoints' / 'teacher_haze.pth').unlink()
+    with pytest.raises(FileNotFoundError, match='teacher_haze.pth'):
+        pretrain.pretrain(['haze'], demo_data, str(tmp_path / 'work'), folder, TINY_RUN, resume=True)
     with pytest.raises(ValueError, match='snow'):
         pretrain.pretrain(['snow'], demo_data, str(tmp_path / 'work'), folder, TINY_RUN)

@@ -128,6 +128,20 @@ def test_identity_drift_measures_change_on_the_clear_images(tmp_path):
     assert '| tint | 2.00 | +0.0 | -6.0 | +0.0 |' in (tmp_path / 'report.md').read_text()
 
 
+def test_report_names_each_training_run_of_the_shipped_checkpoints(tmp_path):
+    first = dict(iterations=2000, lr=0.002, minutes=40.9)
+    record = dict(iterations=500, lr=0.0005, minutes=10.5, continued_from=first)
+    assert shipped.training_runs(record) == [first, dict(iterations=500, lr=0.0005, minutes=10.5)]
+    assert shipped.training_runs({}) == []
+    results = _results()
+    results['goals'] = evidence.demo_goals(results)
+    results['shipped_checkpoints'] = {'kt': 'kt_student.pth'}
+    results['pretraining'] = {'kt': record}
+    report.write_report(results, str(tmp_path))
+    assert ('(kt: 2000 iterations at lr 0.002, 40.9 min, then 500 iterations at lr 0.0005, 10.5 min) from random '
+            'weights') in (tmp_path / 'report.md').read_text()
+
+
 def test_report_goals_first_ladders_and_html(tmp_path):
     results = _results()
     results['goals'] = evidence.demo_goals(results)

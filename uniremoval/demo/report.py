@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from uniremoval.demo.options import NO_REFERENCE
+from uniremoval.demo.shipped import training_runs
 from uniremoval.utils.atomic_io import atomic_open
 
 GRID_MIN_SIZE = 192  # each image of the grids is shown at least this large (nearest-neighbour upscaling)
@@ -199,7 +200,9 @@ def write_report(results, out_dir):
     shipped = results.get('shipped_checkpoints') or {}
     if shipped:
         pre = results.get('pretraining') or {}
-        made = '; '.join(f"{k}: {v.get('iterations')} iterations, {v.get('minutes')} min" for k, v in pre.items())
+        made = '; '.join(f"{k}: " + ', then '.join(f"{r.get('iterations')} iterations at lr {r.get('lr')}, "
+                                                   f"{r.get('minutes')} min" for r in training_runs(v))
+                         for k, v in pre.items())
         start = (f"The teachers and the KT student start from the demo-scale checkpoints shipped in "
                  f"`uniremoval/demo/checkpoints/` ({', '.join(sorted(shipped.values()))}), made by "
                  f"`python -m uniremoval.demo.pretrain` ({made}) from random weights, and fine-tune here at a tenth of "

@@ -2,7 +2,8 @@
 
 ``uniremoval/demo/checkpoints/``: ``teacher_<kind>.pth`` (one per degradation type), ``kt_student.pth``, the
 option files they were trained with and ``manifest.json`` (iterations, learning rate, minutes, validation
-PSNR of each).
+PSNR of each; a checkpoint trained further from an earlier one keeps that one's record under
+``continued_from``, :func:`training_runs`).
 """
 import json
 from os import path as osp
@@ -33,3 +34,13 @@ def read_manifest(folder=CHECKPOINT_DIR):
         return {}
     with open(path, encoding='utf-8') as f:
         return json.load(f)
+
+
+def training_runs(record):
+    """The training runs behind one manifest record, first to last (a resumed run keeps the record of the
+    checkpoint it started from under ``continued_from``); ``[]`` for an empty record."""
+    runs = []
+    while record:
+        runs.insert(0, {k: v for k, v in record.items() if k != 'continued_from'})
+        record = record.get('continued_from')
+    return runs
