@@ -46,9 +46,10 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # blurred val images it restores like hazy ones (the demo report's "which teacher the KT student follows").
 # Those numbers were measured with MPRNet's zero padding. The shipped checkpoints were then retrained with the
 # demo's replicate padding (options/demo/*.yml), with the same settings: haze 17.80 dB (+4.44), rain 25.99
-# (+6.20; 1200 iterations reached 27.44), blur 28.67 (+0.39; 3000 iterations reached +0.71), KT student
-# 21.74 dB mean (17.28 / 22.98 / 24.97; 21.90 before, within the seed spread); five of the six blurred cat crops
-# now lose 3-18 dB against their input (3.26 of the 3.31 dB its blur mean lies below the input's). The
+# (+6.20; 1200 iterations reached 27.44), blur 28.67 (+0.39; 3000 iterations reached +0.71), KT student's
+# first run 21.74 dB mean (17.28 / 22.98 / 24.97; 21.90 before, within the seed spread); five of the six
+# blurred cat crops then lost 3-18 dB against their input (3.26 of the 3.31 dB its blur mean lay below the
+# input's). The
 # dehazing teacher's seam ratio fell from 2.07 to 0.96 (ground truth 1.00); the deraining teacher's rose
 # from 1.20 to 1.33 (streak remnants along the middle column; 1.36 after 1200 iterations, 1.34 with seed 1,
 # 1.30 on 48x48 crops).
