@@ -59,9 +59,10 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # against 1.01 for the shipped teacher.
 # The shipped KT student then trained on (``--resume``, seed 0, 1 thread): 2000 more iterations at 5e-4 reached
 # 22.72 dB mean (16.80 / 24.60 / 26.76: haze 0.5 dB lower, rain +1.6, blur +1.8), at 2e-4 22.20 (17.11 / 23.65 /
-# 25.83); the shipped student is the 5e-4 one. Of the five blurred cat crops it restored like hazy ones, only the
-# palest is left: chelsea_000, 34.65 dB in and 15.06 out (darkened towards orange), 1.6 dB of the blur mean; the
-# other eleven blurred val crops lie within -0.4 / +0.3 dB of their input. Adding scikit-image's greyscale photos
+# 25.83); the shipped student is the 5e-4 one. A third cycle (2000 more at 5e-4) gave 22.74, no difference. Of
+# the five blurred cat crops it restored like hazy ones, only the palest is left: chelsea_000, 34.65 dB in and
+# 15.06 out (darkened towards orange), 1.6 dB of the blur mean; the other eleven blurred val crops lie within
+# -0.4 / +0.3 dB of their input. Adding scikit-image's greyscale photos
 # (brick, grass, gravel, camera) to the training split did not help with that crop: 400 further iterations at
 # 5e-4 gave 21.87 dB mean with them and 21.94 without, chelsea_000 16.3 and 16.4 dB.
 STAGE_SETTINGS = {
