@@ -49,10 +49,9 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # (+6.20; 1200 iterations reached 27.44), blur 28.67 (+0.39; 3000 iterations reached +0.71), KT student's
 # first run 21.74 dB mean (17.28 / 22.98 / 24.97; 21.90 before, within the seed spread); five of the six
 # blurred cat crops then lost 3-18 dB against their input (3.26 of the 3.31 dB its blur mean lay below the
-# input's). The
-# dehazing teacher's seam ratio fell from 2.07 to 0.96 (ground truth 1.00); the deraining teacher's rose
-# from 1.20 to 1.33 (streak remnants along the middle column; 1.36 after 1200 iterations, 1.34 with seed 1,
-# 1.30 on 48x48 crops).
+# input's). The dehazing teacher's seam ratio fell from 2.07 to 0.96 (ground truth 1.00); the deraining
+# teacher's rose from 1.20 to 1.33 (streak remnants along the middle column; 1.36 after 1200 iterations, 1.34
+# with seed 1, 1.30 on 48x48 crops).
 # Longer deblurring, measured but not shipped (replicate padding, 1 thread): 3000 iterations at 2e-3 +0.71 dB,
 # at 4e-3 +0.78; 4000 at 4e-3 +0.83 (42 min); 7000 at 2e-3 +0.84 (73 min). The gain levels off below 1 dB at
 # this width, and the stronger deblurring starts to show the stage-1 border: seam ratio 1.10-1.19 on val
@@ -62,9 +61,9 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # 25.83); the shipped student is the 5e-4 one. A third cycle (2000 more at 5e-4) gave 22.74, no difference. Of
 # the five blurred cat crops it restored like hazy ones, only the palest is left: chelsea_000, 34.65 dB in and
 # 15.06 out (darkened towards orange), 1.6 dB of the blur mean; the other eleven blurred val crops lie within
-# -0.4 / +0.3 dB of their input. Adding scikit-image's greyscale photos
-# (brick, grass, gravel, camera) to the training split did not help with that crop: 400 further iterations at
-# 5e-4 gave 21.87 dB mean with them and 21.94 without, chelsea_000 16.3 and 16.4 dB.
+# -0.4 / +0.3 dB of their input. Adding scikit-image's greyscale photos (brick, grass, gravel, camera) to the
+# training split did not help with that crop: 400 further iterations at 5e-4 gave 21.87 dB mean with them and
+# 21.94 without, chelsea_000 16.3 and 16.4 dB.
 STAGE_SETTINGS = {
     'haze': dict(iters=200, lr=2e-4, patch=48, batch=8),
     'rain': dict(iters=600, lr=2e-3, patch=64, batch=8),
