@@ -7,13 +7,13 @@ and optionally select a loss ablation (:data:`KT_ABLATION`, :data:`DA_ABLATION`)
 and :data:`NO_REFERENCE` are the metric options the demo scores with
 (:func:`uniremoval.evaluate.score_images`).
 """
-import os
 from os import path as osp
 
 import yaml
 
 from uniremoval.demo.data import KINDS
 from uniremoval.options import load_option_file
+from uniremoval.utils.atomic_io import atomic_open
 
 OPTIONS_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'options', 'demo')
 
@@ -83,10 +83,10 @@ def apply_variant(opt, variant):
 
 
 def write_option_file(opt, folder):
-    """Write ``opt`` as ``<folder>/<name>.yml`` (safe YAML, keys in order); return its path."""
-    os.makedirs(folder, exist_ok=True)
+    """Write ``opt`` as ``<folder>/<name>.yml`` (safe YAML, keys in order; written to a temporary file and
+    renamed); return its path."""
     path = osp.join(folder, f"{opt['name']}.yml")
-    with open(path, 'w', encoding='utf-8') as f:
+    with atomic_open(path, 'w', encoding='utf-8') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
     return path
 

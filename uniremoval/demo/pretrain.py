@@ -25,10 +25,9 @@ import time
 from os import path as osp
 
 import torch
-import yaml
 
 from uniremoval.demo.data import KINDS, build_demo_data
-from uniremoval.demo.options import kt_options, set_learning_rate, teacher_options
+from uniremoval.demo.options import kt_options, set_learning_rate, teacher_options, write_option_file
 from uniremoval.demo.pipeline import load_stage_network, score_networks, train_stage
 from uniremoval.demo.shipped import CHECKPOINT_DIR, MANIFEST, STAGES, checkpoint_file, read_manifest, training_runs
 from uniremoval.utils.atomic_io import atomic_open
@@ -95,15 +94,6 @@ def _relative_paths(value, root):
     return value
 
 
-def _publish_options(option_file, folder):
-    """Copy a stage's option file into ``folder``, its paths relative to the directory the command runs in
-    (the repository root, where ``basicsr train -opt`` would rerun it), so it names no one's home folder."""
-    with open(option_file, encoding='utf-8') as f:
-        opt = yaml.safe_load(f)
-    with atomic_open(osp.join(folder, osp.basename(option_file)), 'w', encoding='utf-8') as f:
-        yaml.safe_dump(_relative_paths(opt, osp.abspath(os.getcwd())), f, sort_keys=False)
-
-
 def pretrain(stages, data_root, work_dir, folder=CHECKPOINT_DIR, overrides=None, seed=SEED, resume=False):
     """Train ``stages`` (a subset of :data:`STAGES`, run in that order) and publish their checkpoints.
 
@@ -136,10 +126,10 @@ def pretrain(stages, data_root, work_dir, folder=CHECKPOINT_DIR, overrides=None,
         opt['manual_seed'] = seed
         previous = None
         if resume:
-            opt['path']['pretrain_network_g'] = checkpoint_file(stage, folder)
-            if not osp.isfile(opt['path']['pretrain_network_g']):
-                raise FileNotFoundError(f'resume: no {stage} checkpoint to continue from: '
-                                        f'{opt["path"]["pretrain_network_g"]}')
+            start_from = checkpoint_file(stage, folder)
+            if not osp.isfile(start_from):
+                raise FileNotFoundError(f'resume: no {stage} checkpoint to continue from: {start_from}')
+            opt['path']['pretrain_network_g'] = start_from
             previous = read_manifest(folder).get(stage, {})
             opt['name'] += f'_run{max(len(training_runs(previous)), 1) + 1}'
         print(f'[pretrain] {stage}: {iters} iterations, lr {lr}, patch {patch}, batch {batch}', flush=True)
@@ -154,7 +144,9 @@ def pretrain(stages, data_root, work_dir, folder=CHECKPOINT_DIR, overrides=None,
         if previous is not None:
             record['continued_from'] = previous
         _publish(checkpoint, stage, folder, record)
-        _publish_options(osp.join(work_dir, 'options', opt['name'] + '.yml'), folder)
+        # the option file the stage ran with, its paths relative to the directory the command runs in (the
+        # repository root, where ``basicsr train -opt`` would rerun it), so it names no one's home folder
+        write_option_file(_relative_paths(opt, osp.abspath(os.getcwd())), folder)
         print(f'[pretrain] {stage}: {minutes:.1f} min, val PSNR {record["val_psnr"]} (input {record["input_psnr"]})',
               flush=True)
 
