@@ -6,7 +6,7 @@ import torch
 
 from basicsr.archs import build_network
 from basicsr.models import build_model
-from uniremoval.options import parse_options
+from uniremoval.options import load_option_file, parse_options
 from conftest import REPO
 
 DA_TINY = osp.join(REPO, 'options', 'demo', 'da_tiny.yml')
@@ -135,8 +135,18 @@ def test_image_negatives_option_changes_the_loss_value(da_model):
     assert losses['all'] > losses['other_types']
 
 
-def test_default_options_follow_the_paper(da_model):
-    assert da_model.image_cl_negatives == 'all' and da_model.supervised_stages == 'final'
+def test_default_options_follow_the_paper(tmp_path):
+    """Without the keys, and in the paper config: EICL negatives from the whole batch (Eq. 11), the identity
+    loss on the restored image only (the demo config supervises all stages, options/demo/da_tiny.yml)."""
+    paper = load_option_file(osp.join(REPO, 'options', 'da.yml'))['train']
+    assert (paper['image_cl_negatives'], paper['supervised_stages']) == ('all', 'final')
+    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True, check_paths=False)
+    assert opt['train'].pop('supervised_stages') == 'all'
+    del opt['train']['image_cl_negatives']
+    opt['train']['iters_per_epoch'] = 4
+    opt['path']['pretrain_network_g'] = None
+    model = build_model(opt)
+    assert (model.image_cl_negatives, model.supervised_stages) == ('all', 'final')
 
 
 def test_identity_on_all_stages_sums_the_stage_losses(da_model):
