@@ -25,7 +25,10 @@ def build_arg_parser():
     parser.add_argument('--kt-ablation', action='store_true', help='also train the KT ladder (Table IV) per seed')
     parser.add_argument('--da-ablation', action='store_true', help='also train the DA ladder (Table V) per seed')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='seeds of the ablation ladders')
-    parser.add_argument('--ablation-iters', type=int, default=60, help='iterations of each ladder run')
+    parser.add_argument('--kt-ablation-iters', type=int, default=300,
+                        help='iterations of each KT ladder run (from random weights)')
+    parser.add_argument('--da-ablation-iters', type=int, default=60,
+                        help='iterations of each DA ladder run (from the KT student)')
     parser.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
                         help='ladder runs trained at a time (single-threaded processes)')
     parser.add_argument('--from-scratch', action='store_true',
@@ -37,8 +40,8 @@ def main(argv=None):
     args = build_arg_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     run_demo(args.out, args.data, args.teacher_iters, args.kt_iters, args.da_iters, args.patch, args.batch,
-             args.seed, args.kt_ablation, args.da_ablation, args.from_scratch, tuple(args.seeds), args.ablation_iters,
-             args.jobs)
+             args.seed, args.kt_ablation, args.da_ablation, args.from_scratch, tuple(args.seeds),
+             args.kt_ablation_iters, args.da_ablation_iters, args.jobs)
     print(f"[demo] report: {osp.join(osp.abspath(args.out), 'report.html')} (and report.md)")
     return 0
 

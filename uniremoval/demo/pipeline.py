@@ -21,8 +21,9 @@ from basicsr.metrics import calculate_psnr
 from basicsr.utils.registry import METRIC_REGISTRY
 from uniremoval.demo.data import KINDS, build_demo_data
 from uniremoval.demo.evidence import demo_goals, ordering_holds, summarise_ladder
-from uniremoval.demo.options import (DA_FIDELITY, DA_LADDER, KT_FIDELITY, KT_LADDER, METRICS, NO_REFERENCE, da_options,
-                                     kt_options, set_learning_rate, teacher_options, write_option_file)
+from uniremoval.demo.options import (DA_FIDELITY, DA_LADDER, KT_FIDELITY, KT_LADDER, KT_SCRATCH_LR, METRICS,
+                                     NO_REFERENCE, da_options, kt_options, set_learning_rate, teacher_options,
+                                     write_option_file)
 from uniremoval.demo.report import save_curves, save_grid, write_report
 from uniremoval.demo.shipped import read_manifest, shipped_checkpoints
 from uniremoval.evaluate import score_images
@@ -247,13 +248,15 @@ def start_from(opt, checkpoint, seed):
 
 def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60, kt_iters=150, da_iters=150,
              patch=48, batch=8, seed=0, kt_ablation=False, da_ablation=False, from_scratch=False, seeds=(0, 1, 2),
-             ablation_iters=60, jobs=2):
+             kt_ablation_iters=300, da_ablation_iters=60, jobs=2):
     """Run the whole demo; returns the results dict the report is written from.
 
     Unless ``from_scratch``, the teachers and the KT student start from the checkpoints shipped in
     ``uniremoval/demo/checkpoints`` (:mod:`uniremoval.demo.pretrain`) and fine-tune at a tenth of their
     configured learning rate; each stage still trains in its own run. The ablation ladders train each row
-    ``ablation_iters`` iterations with every seed of ``seeds``, ``jobs`` runs at a time (:func:`train_ladder`).
+    with every seed of ``seeds``, ``jobs`` runs at a time (:func:`train_ladder`): the KT ladder's students
+    ``kt_ablation_iters`` iterations from random weights at :data:`KT_SCRATCH_LR`, the DA ladder's
+    ``da_ablation_iters`` from this run's KT student.
     """
     t_start = time.time()
     out_dir, data_root = osp.abspath(out_dir), osp.abspath(data_root)
@@ -307,7 +310,9 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60
         stage('KT ablation')
 
         def build_kt(variant, name):  # Table IV trains the student from scratch: no shipped checkpoint
-            return kt_options(data_root, teacher_ckpts, ablation_iters, patch, batch, variant, name)
+            opt = kt_options(data_root, teacher_ckpts, kt_ablation_iters, patch, batch, variant, name)
+            set_learning_rate(opt, KT_SCRATCH_LR)
+            return opt
 
         results['kt_ladder'] = train_ladder(KT_LADDER + KT_FIDELITY, build_kt, seeds, out_dir, data_root, 'val',
                                             'demo_kt_abl', jobs)
@@ -315,7 +320,7 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60
         stage('DA ablation')
 
         def build_da(variant, name):
-            return da_options(data_root, kt_ckpt, ablation_iters, patch, batch, variant, name)
+            return da_options(data_root, kt_ckpt, da_ablation_iters, patch, batch, variant, name)
 
         results['da_ladder'] = train_ladder(DA_LADDER + DA_FIDELITY, build_da, seeds, out_dir, data_root, 'real',
                                             'demo_da_abl', jobs, untrained=real['KT student'])
@@ -326,7 +331,8 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60
     results['minutes']['total'] = (time.time() - t_start) / 60
     results['minutes']['main pipeline'] = main_minutes
     results['settings'] = dict(teacher_iters=teacher_iters, kt_iters=kt_iters, da_iters=da_iters, patch=patch,
-                               batch=batch, seed=seed, seeds=list(seeds), ablation_iters=ablation_iters,
+                               batch=batch, seed=seed, seeds=list(seeds), kt_ablation_iters=kt_ablation_iters,
+                               kt_ablation_lr=KT_SCRATCH_LR, da_ablation_iters=da_ablation_iters,
                                from_scratch=from_scratch, jobs=jobs, network=dict(kt_opt['network_g']))
     for name, n_ladder in (('kt_ladder', len(KT_LADDER)), ('da_ladder', len(DA_LADDER))):
         if name in results:

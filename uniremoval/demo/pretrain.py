@@ -27,7 +27,7 @@ from os import path as osp
 import torch
 
 from uniremoval.demo.data import KINDS, build_demo_data
-from uniremoval.demo.options import kt_options, set_learning_rate, teacher_options, write_option_file
+from uniremoval.demo.options import KT_SCRATCH_LR, kt_options, set_learning_rate, teacher_options, write_option_file
 from uniremoval.demo.pipeline import load_stage_network, score_networks, train_stage
 from uniremoval.demo.shipped import CHECKPOINT_DIR, MANIFEST, STAGES, checkpoint_file, read_manifest, training_runs
 from uniremoval.utils.atomic_io import atomic_open
@@ -67,7 +67,7 @@ STAGE_SETTINGS = {
     'haze': dict(iters=200, lr=2e-4, patch=48, batch=8),
     'rain': dict(iters=600, lr=2e-3, patch=64, batch=8),
     'blur': dict(iters=1200, lr=2e-3, patch=64, batch=8),
-    'kt': dict(iters=2000, lr=2e-3, patch=64, batch=8),
+    'kt': dict(iters=2000, lr=KT_SCRATCH_LR, patch=64, batch=8),
 }
 SEED = 0
 

@@ -226,14 +226,17 @@ def write_report(results, out_dir):
         'degraded image itself. These ~100k-parameter networks show the method working end to end at toy '
         "scale; they are not the paper's numbers.", '',
         '## Goals', '', *goal_table(results['goals']), '']
-    for name, title, split_metrics in (
-            ('kt_ladder', 'Knowledge-transfer ladder (Table IV at toy scale; synthetic val)', ('psnr', )),
-            ('da_ladder', 'Domain-adaptation ladder (Table V at toy scale; real split)', ('psnr', *nr))):
+    for name, title, split_metrics, training in (
+            ('kt_ladder', 'Knowledge-transfer ladder (Table IV at toy scale; synthetic val)', ('psnr', ),
+             f"Each row trained its student from random weights for {s.get('kt_ablation_iters')} iterations at "
+             f"lr {s.get('kt_ablation_lr')}"),
+            ('da_ladder', 'Domain-adaptation ladder (Table V at toy scale; real split)', ('psnr', *nr),
+             f"Each row fine-tuned this run's KT student for {s.get('da_ablation_iters')} iterations")):
         summary = results.get(name + '_summary')
         if summary:
             holds = results.get(name + '_ordering_holds')
             lines += [f'## {title}', '',
-                      f"Each row trained {s['ablation_iters']} iterations with seeds {s['seeds']}: mean ± standard "
+                      f"{training} with seeds {s['seeds']}: mean ± standard "
                       f"deviation over the seeds. A row is compared with the row before it (alternatives below the "
                       f"paper's ladder with its full model); a difference no larger than the larger of the two "
                       f"spreads is \"no difference\". The paper's ordering "
