@@ -13,6 +13,7 @@ import uniremoval  # noqa: F401  (registers the dataset)
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.utils.lmdb_util import make_lmdb_from_imgs
 from basicsr.utils.registry import DATASET_REGISTRY
+from uniremoval.data.data_util import random_intensity_affine
 from uniremoval.data.multi_degradation_dataset import MultiDegradationDataset
 from conftest import write_pairs
 
@@ -316,3 +317,46 @@ def test_build_dataset_and_dataloader(tmp_path, num_worker):
         assert batch['degradation'] == [ds.labels[v] for v in batch['label'].tolist()]
         labels.update(batch['degradation'])
     assert set(labels) <= {'haze', 'rain', 'blur'} and sum(labels.values()) == 12
+
+
+# --------------------------------------------------------------------------- contrast augmentation
+def test_random_intensity_affine_known_answer():
+    x = np.linspace(0, 1, 12, dtype=np.float32).reshape(2, 2, 3)
+    outs = random_intensity_affine([x, 1 - x], (0.4, 0.9), np.random.RandomState(7))
+    draw = np.random.RandomState(7)
+    a = draw.uniform(0.4, 0.9)
+    b = draw.uniform(0.0, 1.0 - a)
+    np.testing.assert_allclose(outs[0], a * x + b, atol=1e-6)
+    np.testing.assert_allclose(outs[1], a * (1 - x) + b, atol=1e-6)  # the same map for every image
+    assert outs[0].dtype == np.float32
+    ones, zeros = np.ones((1, 1, 3), np.float32), np.zeros((1, 1, 3), np.float32)
+    rng = np.random.RandomState(0)
+    for _ in range(200):  # the ends of [0, 1] stay inside it
+        hi, lo = random_intensity_affine([ones, zeros], (0.1, 1.0), rng)
+        assert 0 <= lo.min() <= hi.max() <= 1 + 1e-6 and hi.max() - lo.min() >= 0.1 - 1e-6
+    same = random_intensity_affine([x], (1.0, 1.0), np.random.RandomState(3))[0]
+    np.testing.assert_array_equal(same, x)  # a = 1 forces b = 0: the identity
+
+
+def test_contrast_range_maps_gt_and_lq_alike_in_training_only(tmp_path):
+    dirs = write_inverse_pairs(str(tmp_path / 'a'), 3, seed=8)
+    ds = MultiDegradationDataset(dataset_opt([source('haze', dirs)], phase='train', gt_size=16,
+                                             contrast_range=[0.5, 0.5]))
+    offsets = set()
+    for i in range(len(ds)):
+        sample = ds[i]
+        total = sample['gt'] + sample['lq']  # gt + lq = 1 becomes a + 2b = 0.5 + 2b, one value per pair
+        assert torch.allclose(total, total.flatten()[0].expand_as(total), atol=1e-5)
+        assert 0.5 - 1e-5 <= total.flatten()[0] <= 1.5 + 1e-5
+        offsets.add(round(float(total.flatten()[0]), 4))
+        diff = sample['gt'] - sample['lq']  # = a (2 gt - 1): the contrast halved
+        assert diff.abs().max() <= 0.5 + 1e-5
+    assert len(offsets) == 3  # b drawn per pair
+    val = MultiDegradationDataset(dataset_opt([source('haze', dirs)], phase='val', contrast_range=[0.5, 0.5]))
+    assert torch.equal(val[0]['gt'], read_rgb(val[0]['gt_path']))  # no augmentation outside training
+
+
+@pytest.mark.parametrize('value', [[0, 1], [0.8, 0.5], [0.5, 1.2], [0.5], 'wide', [True, 1]])
+def test_bad_contrast_range(two_sources, value):
+    with pytest.raises(ValueError, match=re.escape('MultiDegradationDataset: `contrast_range` must be [low, high]')):
+        MultiDegradationDataset(dataset_opt(two_sources, contrast_range=value))

@@ -10,7 +10,8 @@ labelled sources of images. What they share lives here:
   :meth:`ImageSource.read` (image decoding with the error messages naming the file);
 * :class:`PairedSource`: a gt / lq source paired by file name, by a meta-info file or by two LMDBs,
   exactly as BasicSR's ``PairedImageDataset``, with the pairing checked when it is built;
-* :class:`TypeBalancedIndexing`: the index layout (concatenated or type-balanced) of the datasets.
+* :class:`TypeBalancedIndexing`: the index layout (concatenated or type-balanced) of the datasets;
+* :func:`check_contrast_range` and :func:`random_intensity_affine`: the paired contrast augmentation.
 """
 import bisect
 import numbers
@@ -79,6 +80,42 @@ def check_crop_and_sources(opt, phase, dataset_name):
     if duplicates:
         raise ValueError(f'{dataset_name}: source names must be unique, repeated: {duplicates}.')
     return gt_size, sources
+
+
+def check_contrast_range(value, where):
+    """``value`` (the ``contrast_range`` option) as a ``(low, high)`` float pair with 0 < low <= high <= 1, or None."""
+    if value is None:
+        return None
+    ok = (isinstance(value, (list, tuple)) and len(value) == 2
+          and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value))
+    if not ok or not 0 < value[0] <= value[1] <= 1:
+        raise ValueError(f'{where}: `contrast_range` must be [low, high] with 0 < low <= high <= 1; got {value!r}.')
+    return float(value[0]), float(value[1])
+
+
+def random_intensity_affine(imgs, contrast_range, rng=np.random):
+    """Map every image of a pair (or list) by the same random ``x -> a * x + b``, in [0, 1].
+
+    ``a`` is uniform in ``contrast_range`` and ``b`` uniform in ``[0, 1 - a]``, so a [0, 1] image
+    stays in [0, 1]: a contrast reduction towards a random grey level, pale (``b = 1 - a``) to dark
+    (``b = 0``). The degradation models of :mod:`uniremoval.data.degradations` commute with this
+    map, so a degraded / clean pair stays a valid pair of the same model: haze
+    ``I = J t + A (1 - t)`` becomes the haze of ``a J + b`` with airlight ``a A + b``, rain
+    ``T (B + S) + (1 - T) A`` that of ``a B + b`` with streaks ``a S``, and blur (a kernel summing
+    to 1) that of ``a B + b`` with the same kernel. It shows a network clean or blurred images as pale
+    as hazy ones, so that paleness alone does not read as haze.
+
+    Args:
+        imgs (list[ndarray]): float images in [0, 1], all mapped alike.
+        contrast_range (tuple[float, float]): range of ``a``, within (0, 1].
+        rng: a ``numpy.random`` generator or the module (BasicSR's loaders seed it per worker).
+
+    Returns:
+        list[ndarray]: the mapped images (new arrays, float32).
+    """
+    a = rng.uniform(contrast_range[0], contrast_range[1])
+    b = rng.uniform(0.0, 1.0 - a)
+    return [(img * a + b).astype(np.float32) for img in imgs]
 
 
 def to_float_bgr(img, where='image'):

@@ -16,8 +16,8 @@ from torchvision.transforms.functional import normalize
 from basicsr.data.transforms import augment, paired_random_crop
 from basicsr.utils import get_root_logger, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
-from uniremoval.data.data_util import (PHASES, PairedSource, TypeBalancedIndexing, check_crop_and_sources,
-                                       check_dataset_files)
+from uniremoval.data.data_util import (PHASES, PairedSource, TypeBalancedIndexing, check_contrast_range,
+                                       check_crop_and_sources, check_dataset_files, random_intensity_affine)
 
 
 @DATASET_REGISTRY.register()
@@ -48,6 +48,9 @@ class MultiDegradationDataset(TypeBalancedIndexing, data.Dataset):
             scale (int): gt size / lq size. Default: 1 (BasicSR adds it).
             gt_size (int): training crop size (gt side), required in phase 'train'.
             use_hflip, use_rot (bool): training flips / rotations. Default: False.
+            contrast_range (list[float] | None): training only; when set, each pair is mapped by
+                :func:`~uniremoval.data.data_util.random_intensity_affine` (``x -> a x + b``,
+                ``a`` in this range, the same map for gt and lq) after the crop. Default: None (off).
             mean, std (list[float] | None): optional normalisation, as in BasicSR.
 
     Samples are dicts with ``lq`` and ``gt`` (float32 RGB CHW tensors in ``[0, 1]`` unless
@@ -90,6 +93,7 @@ class MultiDegradationDataset(TypeBalancedIndexing, data.Dataset):
 
         self.use_hflip = bool(opt.get('use_hflip', False))
         self.use_rot = bool(opt.get('use_rot', False))
+        self.contrast_range = check_contrast_range(opt.get('contrast_range'), 'MultiDegradationDataset')
         self.mean = opt.get('mean')
         self.std = opt.get('std')
 
@@ -119,6 +123,8 @@ class MultiDegradationDataset(TypeBalancedIndexing, data.Dataset):
                                  f'gt_size {self.gt_size}.')
             img_gt, img_lq = paired_random_crop(img_gt, img_lq, self.gt_size, self.scale, gt_path)
             img_gt, img_lq = augment([img_gt, img_lq], self.use_hflip, self.use_rot)
+            if self.contrast_range is not None:
+                img_gt, img_lq = random_intensity_affine([img_gt, img_lq], self.contrast_range)
 
         img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=True, float32=True)
         if self.mean is not None or self.std is not None:
