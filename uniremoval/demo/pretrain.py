@@ -15,7 +15,8 @@ settings of :data:`STAGE_SETTINGS`. Teachers are independent, so two can run sid
 (``--stages haze rain`` in one shell, ``--stages blur`` in another, each with ``OMP_NUM_THREADS=1``; that is
 how the shipped ones were made, in about 13 minutes for the teachers, then ``--stages kt``, 41 minutes, then
 ``--stages kt --resume --iters 2000 --lr 5e-4``, 43 minutes: a second cosine cycle from the first one's weights
-at a quarter of its learning rate; ``manifest.json`` keeps both runs).
+at a quarter of its learning rate, then ``--stages kt --resume --iters 1000 --lr 5e-4``, 22 minutes: a third,
+the first with kt_tiny.yml's contrast augmentation; ``manifest.json`` keeps all three runs).
 """
 import argparse
 import json
@@ -57,12 +58,16 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # against 1.01 for the shipped teacher.
 # The shipped KT student then trained on (``--resume``, seed 0, 1 thread): 2000 more iterations at 5e-4 reached
 # 22.72 dB mean (16.80 / 24.60 / 26.76: haze 0.5 dB lower, rain +1.6, blur +1.8), at 2e-4 22.20 (17.11 / 23.65 /
-# 25.83); the shipped student is the 5e-4 one. A third cycle (2000 more at 5e-4) gave 22.74, no difference. Of
+# 25.83); the second run is the 5e-4 one. A third cycle like it (2000 more at 5e-4) gave 22.74, no difference. Of
 # the five blurred cat crops it restored like hazy ones, only the palest is left: chelsea_000, 34.65 dB in and
 # 15.06 out (darkened towards orange), 1.6 dB of the blur mean; the other eleven blurred val crops lie within
 # -0.4 / +0.3 dB of their input. Adding scikit-image's greyscale photos (brick, grass, gravel, camera) to the
 # training split did not help with that crop: 400 further iterations at 5e-4 gave 21.87 dB mean with them and
 # 21.94 without, chelsea_000 16.3 and 16.4 dB.
+# The shipped student's third run (``--stages kt --resume --iters 1000 --lr 5e-4``, 22 minutes) adds
+# kt_tiny.yml's ``contrast_range`` augmentation, which the first two runs did not have (their option files
+# show it): 23.08 dB mean (16.59 / 25.80 / 26.84); the same 1000 iterations without it reached 22.65
+# (options/demo/kt_tiny.yml has the seeds). chelsea_000 stays at 15.8 dB.
 STAGE_SETTINGS = {
     'haze': dict(iters=200, lr=2e-4, patch=48, batch=8),
     'rain': dict(iters=600, lr=2e-3, patch=64, batch=8),
