@@ -77,6 +77,7 @@ def _common(opt, name, batch):
     opt['val']['metrics'] = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}
     opt['datasets']['train'].update(gt_size=SIZE, use_hflip=False, use_rot=False, num_worker_per_gpu=0,
                                     batch_size_per_gpu=batch)
+    opt['datasets']['train'].pop('contrast_range', None)  # random per sample: the ranks would see other pixels
     return opt
 
 
