@@ -173,6 +173,15 @@ def test_bad_choice_option_names_the_key(tmp_path):
         build_model(opt)
 
 
+def test_missing_adversarial_loss_names_the_key(tmp_path):
+    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True, check_paths=False)
+    del opt['train']['gan_opt']
+    opt['train']['iters_per_epoch'] = 4
+    opt['path']['pretrain_network_g'] = None
+    with pytest.raises(ValueError, match='train:gan_opt'):
+        build_model(opt)
+
+
 def test_feature_weight_decays_per_epoch(da_model):
     da_model.feed_data(_batch([0, 1, 2]))
     assert da_model.generator_step(1)['w_excl_feat'].item() == pytest.approx(0.1)

@@ -269,9 +269,9 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
         self.supervised_stages = choice_option(train_opt, 'supervised_stages', SUPERVISED_STAGES, 'final')
         self.image_cl_negatives = choice_option(train_opt, 'image_cl_negatives', IMAGE_CL_NEGATIVES, 'all')
         self._init_feature_decay(train_opt)
-        super().init_training_settings()  # net_d, gan_opt, optimizers, schedulers
-        if self.cri_gan is None:
+        if not train_opt.get('gan_opt'):  # BasicSR's SRGANModel would leave cri_gan unset and fail later
             raise ValueError('UniRemovalDAModel needs train:gan_opt (the adversarial loss of Eq. 7)')
+        super().init_training_settings()  # net_d, gan_opt, optimizers, schedulers
 
     def feed_data(self, data):
         self.lq = data['lq'].to(self.device)
