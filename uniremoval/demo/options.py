@@ -58,7 +58,8 @@ DA_LADDER = (
     ('KT + DA + EICL + EFCL (EX-MGCL)', {}),
 )
 DA_FIDELITY = (
-    ('EX-MGCL, EICL negatives: other types only', {'train': {'image_cl_negatives': 'other_types'}}),
+    ('EX-MGCL, EICL negatives: the whole batch, own input included (paper, Eq. 11)',
+     {'train': {'image_cl_negatives': 'all'}}),
     ('EX-MGCL, embedding: flatten (whole maps)', {'train': {'image_cl_opt': {'embedding': 'flatten'},
                                                             'feature_cl_opt': {'embedding': 'flatten'}}}),
     ('EX-MGCL, PatchGAN 70x70 + LSGAN', {
