@@ -212,6 +212,21 @@ def test_option_builders_point_at_the_demo_data_and_select_ablations(tmp_path):
     assert kt['network_g']['padding_mode'] == 'replicate'
 
 
+def test_every_fidelity_row_changes_the_demo_config(tmp_path):
+    """A fidelity row that equals the demo config (e.g. after the config adopted its setting) measures nothing."""
+    ckpts = {k: f'/ckpt/{k}.pth' for k in ('haze', 'rain', 'blur')}
+    kt_base = options.kt_options(str(tmp_path), ckpts, 7, 32, 4)
+    for label, variant in options.KT_FIDELITY:
+        assert options.kt_options(str(tmp_path), ckpts, 7, 32, 4, variant=variant) != kt_base, label
+    da_base = options.da_options(str(tmp_path), '/ckpt/kt.pth', 5, 32, 4)
+    for label, variant in options.DA_FIDELITY:
+        assert options.da_options(str(tmp_path), '/ckpt/kt.pth', 5, 32, 4, variant=variant) != da_base, label
+    paper = dict(options.DA_FIDELITY)['EX-MGCL, EICL negatives: the whole batch, own input included (paper, Eq. 11)']
+    assert da_base['train']['image_cl_negatives'] == 'other_types'
+    assert options.da_options(str(tmp_path), '/ckpt/kt.pth', 5, 32, 4, variant=paper)['train'][
+        'image_cl_negatives'] == 'all'
+
+
 def test_shipped_checkpoints_load_into_the_demo_networks(tmp_path):
     """The checkpoints in uniremoval/demo/checkpoints load strictly into the demo's tiny MPRNet, as listed in
     their manifest (and a folder without them gives none)."""
