@@ -142,6 +142,24 @@ def test_report_names_each_training_run_of_the_shipped_checkpoints(tmp_path):
             'weights') in (tmp_path / 'report.md').read_text()
 
 
+def test_stages_fine_tune_a_shipped_checkpoint_or_train_from_scratch_at_its_rate(tmp_path):
+    opt = options.teacher_options('rain', str(tmp_path), 5, 32, 4)
+    configured = opt['train']['optim_g']['lr']
+    pipeline.start_from(opt, '/ckpt/teacher_rain.pth', 3, options.SCRATCH_LR['rain'])
+    assert opt['train']['optim_g']['lr'] == pytest.approx(configured * pipeline.FINETUNE_LR_SCALE)
+    assert opt['path']['pretrain_network_g'] == '/ckpt/teacher_rain.pth' and opt['manual_seed'] == 3
+    opt = options.kt_options(str(tmp_path), {k: '/t.pth' for k in ('haze', 'rain', 'blur')}, 5, 32, 4)
+    pipeline.start_from(opt, None, 1, options.SCRATCH_LR['kt'])
+    assert opt['train']['optim_g']['lr'] == options.KT_SCRATCH_LR == 2e-3 and not opt['path']['pretrain_network_g']
+    assert opt['train']['scheduler']['eta_min'] < 2e-3  # the cosine floor stays below the new rate
+    results = _results()
+    results['goals'] = evidence.demo_goals(results)
+    results['settings']['learning_rates'] = {'haze': 2e-4, 'kt': 2e-3, 'da': 2e-5}
+    report.write_report(results, str(tmp_path))
+    assert ('Every stage starts from random weights (no shipped checkpoints used). Learning rates of this run: '
+            'haze 0.0002, kt 0.002, da 2e-05.') in (tmp_path / 'report.md').read_text()
+
+
 def test_report_goals_first_ladders_and_html(tmp_path):
     results = _results()
     results['goals'] = evidence.demo_goals(results)

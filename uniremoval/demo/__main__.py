@@ -32,7 +32,8 @@ def build_arg_parser():
     parser.add_argument('--jobs', type=int, default=min(2, os.cpu_count() or 1),
                         help='ladder runs trained at a time (single-threaded processes)')
     parser.add_argument('--from-scratch', action='store_true',
-                        help='train every stage from random weights instead of the shipped demo checkpoints')
+                        help='train every stage from random weights instead of the shipped demo checkpoints, '
+                             'at the learning rates of their first runs (uniremoval.demo.options.SCRATCH_LR)')
     return parser
 
 

@@ -40,6 +40,12 @@ NO_CONTRASTIVE = {'train': {'image_cl_opt': None, 'feature_cl_opt': None}}
 # 20.89 +- 0.63, and with kt_tiny.yml's contrast augmentation (since it was adopted) 20.90 +- 0.02 and
 # 21.46 +- 0.32.
 KT_SCRATCH_LR = 2e-3
+# The learning rate each demo stage trains at from random weights: that of the shipped checkpoint's first run
+# (uniremoval.demo.pretrain, whose comments give the measurements): MPRNet's 2e-4 for the dehazing teacher
+# (which overfits its four training photos at 2e-3), 2e-3 for the deraining and deblurring teachers and the KT
+# student. ``python -m uniremoval.demo --from-scratch`` uses them too; starting from a shipped checkpoint, a stage
+# fine-tunes at a tenth of its option file's rate instead.
+SCRATCH_LR = {'haze': 2e-4, 'rain': 2e-3, 'blur': 2e-3, 'kt': KT_SCRATCH_LR}
 KT_LADDER = (
     ('BKT: L1 to teacher', NO_CONTRASTIVE),
     ('BKT + ICL', {'train': {'feature_cl_opt': None}}),

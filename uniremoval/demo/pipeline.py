@@ -22,8 +22,8 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from uniremoval.demo.data import KINDS, build_demo_data
 from uniremoval.demo.evidence import demo_goals, ordering_holds, summarise_ladder
 from uniremoval.demo.options import (DA_FIDELITY, DA_LADDER, KT_FIDELITY, KT_LADDER, KT_SCRATCH_LR, METRICS,
-                                     NO_REFERENCE, da_options, kt_options, set_learning_rate, teacher_options,
-                                     write_option_file)
+                                     NO_REFERENCE, SCRATCH_LR, da_options, kt_options, set_learning_rate,
+                                     teacher_options, write_option_file)
 from uniremoval.demo.report import save_curves, save_grid, write_report
 from uniremoval.demo.shipped import read_manifest, shipped_checkpoints
 from uniremoval.evaluate import score_images
@@ -238,12 +238,15 @@ def train_ladder(rows, build, seeds, out_dir, data_root, split, prefix, jobs=1, 
 FINETUNE_LR_SCALE = 0.1  # a stage that starts from a shipped checkpoint fine-tunes at 1/10 of its learning rate
 
 
-def start_from(opt, checkpoint, seed):
-    """Seed a stage's options and, given a shipped ``checkpoint``, start from it at a fine-tuning learning rate."""
+def start_from(opt, checkpoint, seed, scratch_lr):
+    """Seed a stage's options and, given a shipped ``checkpoint``, start from it at a fine-tuning learning rate
+    (a tenth of the option file's); without one, train from random weights at ``scratch_lr``."""
     opt['manual_seed'] = seed
     if checkpoint:
         opt['path']['pretrain_network_g'] = checkpoint
         set_learning_rate(opt, opt['train']['optim_g']['lr'] * FINETUNE_LR_SCALE)
+    else:
+        set_learning_rate(opt, scratch_lr)
 
 
 def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60, kt_iters=150, da_iters=150,
@@ -274,11 +277,11 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60
     stage('teachers')
     teacher_opts = {k: teacher_options(k, data_root, teacher_iters, patch, batch) for k in KINDS}
     for kind, opt in teacher_opts.items():
-        start_from(opt, shipped.get(kind), seed)
+        start_from(opt, shipped.get(kind), seed, SCRATCH_LR[kind])
     teacher_ckpts = {k: train_stage(opt, out_dir, curves) for k, opt in teacher_opts.items()}
     stage('knowledge transfer')
     kt_opt = kt_options(data_root, teacher_ckpts, kt_iters, patch, batch)
-    start_from(kt_opt, shipped.get('kt'), seed)
+    start_from(kt_opt, shipped.get('kt'), seed, SCRATCH_LR['kt'])
     kt_ckpt = train_stage(kt_opt, out_dir, curves)
     stage('domain adaptation')
     da_opt = da_options(data_root, kt_ckpt, da_iters, patch, batch)
@@ -333,7 +336,10 @@ def run_demo(out_dir='results/demo', data_root='datasets/demo', teacher_iters=60
     results['settings'] = dict(teacher_iters=teacher_iters, kt_iters=kt_iters, da_iters=da_iters, patch=patch,
                                batch=batch, seed=seed, seeds=list(seeds), kt_ablation_iters=kt_ablation_iters,
                                kt_ablation_lr=KT_SCRATCH_LR, da_ablation_iters=da_ablation_iters,
-                               from_scratch=from_scratch, jobs=jobs, network=dict(kt_opt['network_g']))
+                               from_scratch=from_scratch, jobs=jobs, network=dict(kt_opt['network_g']),
+                               learning_rates={**{k: opt['train']['optim_g']['lr'] for k, opt in teacher_opts.items()},
+                                               'kt': kt_opt['train']['optim_g']['lr'],
+                                               'da': da_opt['train']['optim_g']['lr']})
     for name, n_ladder in (('kt_ladder', len(KT_LADDER)), ('da_ladder', len(DA_LADDER))):
         if name in results:
             results[name + '_rows'] = n_ladder  # the paper's rows; the ones after them are alternatives

@@ -28,7 +28,7 @@ from os import path as osp
 import torch
 
 from uniremoval.demo.data import KINDS, build_demo_data
-from uniremoval.demo.options import KT_SCRATCH_LR, kt_options, set_learning_rate, teacher_options, write_option_file
+from uniremoval.demo.options import SCRATCH_LR, kt_options, set_learning_rate, teacher_options, write_option_file
 from uniremoval.demo.pipeline import load_stage_network, score_networks, train_stage
 from uniremoval.demo.shipped import CHECKPOINT_DIR, MANIFEST, STAGES, checkpoint_file, read_manifest, training_runs
 from uniremoval.utils.atomic_io import atomic_open
@@ -69,10 +69,10 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # show it): 23.08 dB mean (16.59 / 25.80 / 26.84); the same 1000 iterations without it reached 22.65
 # (options/demo/kt_tiny.yml has the seeds). chelsea_000 stays at 15.8 dB.
 STAGE_SETTINGS = {
-    'haze': dict(iters=200, lr=2e-4, patch=48, batch=8),
-    'rain': dict(iters=600, lr=2e-3, patch=64, batch=8),
-    'blur': dict(iters=1200, lr=2e-3, patch=64, batch=8),
-    'kt': dict(iters=2000, lr=KT_SCRATCH_LR, patch=64, batch=8),
+    'haze': dict(iters=200, lr=SCRATCH_LR['haze'], patch=48, batch=8),
+    'rain': dict(iters=600, lr=SCRATCH_LR['rain'], patch=64, batch=8),
+    'blur': dict(iters=1200, lr=SCRATCH_LR['blur'], patch=64, batch=8),
+    'kt': dict(iters=2000, lr=SCRATCH_LR['kt'], patch=64, batch=8),
 }
 SEED = 0
 

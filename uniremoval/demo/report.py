@@ -211,6 +211,9 @@ def write_report(results, out_dir):
                  f"every stage from random weights.")
     else:
         start = 'Every stage starts from random weights (no shipped checkpoints used).'
+    rates = s.get('learning_rates')
+    if rates:
+        start += ' Learning rates of this run: ' + ', '.join(f'{k} {v:g}' for k, v in rates.items()) + '.'
     padding = (s.get('network') or {}).get('padding_mode', 'zeros')
     if padding != 'zeros':
         start += (f" The MPRNets pad their convolutions with `{padding}`, not the official zeros, which left a seam "
