@@ -70,7 +70,7 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # (options/demo/kt_tiny.yml has the seeds). chelsea_000 stays at 15.8 dB.
 # What val does not show: the shipped dehazing teacher (as fine-tuned by the demo, seed 0) ruins lightly hazed
 # crops. On its own 256 training crops, the 24 whose input is above 20 dB (little haze: near scene points) come
-# out at 14.4 dB on average (28.9 dB in for the 9 above 25 dB), while the 112 below 12 dB gain 4.5 dB; the val
+# out at 14.4 dB on average (the 9 above 25 dB: 28.9 in, 14.2 out), while the 112 below 12 dB gain 4.5 dB; the val
 # split has no crop above 20 dB. 400 more iterations (at 2e-4 on 48x48 crops, or at 1e-4 on 64x64) lifted those
 # crops only to 17-18 dB. The KT student, distilled from this teacher's outputs, does the same (28.9 -> 17.7 dB):
 # it has learnt to process pale, nearly clean inputs strongly, which is the likeliest origin of its orange
