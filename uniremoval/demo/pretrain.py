@@ -67,7 +67,8 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # The shipped student's third run (``--stages kt --resume --iters 1000 --lr 5e-4``, 22 minutes) adds
 # kt_tiny.yml's ``contrast_range`` augmentation, which the first two runs did not have (their option files
 # show it): 23.08 dB mean (16.59 / 25.80 / 26.84); the same 1000 iterations without it reached 22.65
-# (options/demo/kt_tiny.yml has the seeds). chelsea_000 stays at 15.8 dB.
+# (options/demo/kt_tiny.yml has the seeds). chelsea_000 stays at 15.8 dB. A fourth cycle, 1000 more iterations at
+# 2.5e-4, reached 22.93 (16.27 / 25.76 / 26.76; 21.4 min): no better, not shipped.
 # What val does not show: the shipped dehazing teacher (as fine-tuned by the demo, seed 0) ruins lightly hazed
 # crops. On its own 256 training crops, the 24 whose input is above 20 dB (little haze: near scene points) come
 # out at 14.4 dB on average (the 9 above 25 dB: 28.9 in, 14.2 out), while the 112 below 12 dB gain 4.5 dB; the val
