@@ -135,16 +135,22 @@ def test_image_negatives_option_changes_the_loss_value(da_model):
     assert losses['all'] > losses['other_types']
 
 
+def _untrained_options(tmp_path):
+    """da_tiny.yml parsed for training, with a random student (no checkpoint) and 4 iterations per epoch."""
+    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True, check_paths=False)
+    opt['train']['iters_per_epoch'] = 4
+    opt['path']['pretrain_network_g'] = None
+    return opt
+
+
 def test_default_options_follow_the_paper(tmp_path):
     """Without the keys, and in the paper config: EICL negatives from the whole batch (Eq. 11), the identity
     loss on the restored image only (the demo config supervises all stages, options/demo/da_tiny.yml)."""
     paper = load_option_file(osp.join(REPO, 'options', 'da.yml'))['train']
     assert (paper['image_cl_negatives'], paper['supervised_stages']) == ('all', 'final')
-    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True, check_paths=False)
+    opt = _untrained_options(tmp_path)
     assert opt['train'].pop('supervised_stages') == 'all'
     del opt['train']['image_cl_negatives']
-    opt['train']['iters_per_epoch'] = 4
-    opt['path']['pretrain_network_g'] = None
     model = build_model(opt)
     assert (model.image_cl_negatives, model.supervised_stages) == ('all', 'final')
 
@@ -165,19 +171,15 @@ def test_identity_on_all_stages_sums_the_stage_losses(da_model):
 
 
 def test_bad_choice_option_names_the_key(tmp_path):
-    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True, check_paths=False)
+    opt = _untrained_options(tmp_path)
     opt['train']['image_cl_negatives'] = 'same_type'
-    opt['train']['iters_per_epoch'] = 4
-    opt['path']['pretrain_network_g'] = None
     with pytest.raises(ValueError, match='image_cl_negatives'):
         build_model(opt)
 
 
 def test_missing_adversarial_loss_names_the_key(tmp_path):
-    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True, check_paths=False)
+    opt = _untrained_options(tmp_path)
     del opt['train']['gan_opt']
-    opt['train']['iters_per_epoch'] = 4
-    opt['path']['pretrain_network_g'] = None
     with pytest.raises(ValueError, match='train:gan_opt'):
         build_model(opt)
 
