@@ -81,6 +81,12 @@ def test_seam_ratio_is_one_without_a_seam_and_measures_a_step_at_the_middle():
     assert pipeline.seam_ratio(seam) == pytest.approx((32 / 2 + 1) / 2)
     noise = np.random.default_rng(0).uniform(0, 255, (96, 96, 3))
     assert 0.8 < pipeline.seam_ratio(noise) < 1.2
+    streak = ramp.copy()
+    streak[4:14, 15] += 100  # a rain streak lying on the middle column, along a third of it: no seam
+    assert pipeline.seam_ratio(streak) == pytest.approx(1.0)
+    split = ramp.copy()
+    split[:, 16:, 1] += 9  # the right halves' green lifted along the whole border: steps (1 + 10 + 1) / 3 = 4
+    assert pipeline.seam_ratio(split) == pytest.approx((1 + 4) / 2)
     with pytest.raises(ValueError, match='at least 10 pixels'):
         pipeline.seam_ratio(np.zeros((8, 32, 3)))
 

@@ -49,13 +49,15 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # (+6.20; 1200 iterations reached 27.44), blur 28.67 (+0.39; 3000 iterations reached +0.71), KT student's
 # first run 21.74 dB mean (17.28 / 22.98 / 24.97; 21.90 before, within the seed spread); five of the six
 # blurred cat crops then lost 3-18 dB against their input (3.26 of the 3.31 dB its blur mean lay below the
-# input's). The dehazing teacher's seam ratio fell from 2.07 to 0.96 (ground truth 1.00); the deraining
-# teacher's rose from 1.20 to 1.33 (streak remnants along the middle column; 1.36 after 1200 iterations, 1.34
-# with seed 1, 1.30 on 48x48 crops).
+# input's). The dehazing teacher's seam ratio (then the mean step along the border, not today's median) fell
+# from 2.07 to 0.96 (ground truth 1.00); the deraining teacher's rose from 1.20 to 1.33 (streaks left where they
+# lie on the middle column; 1.36 after 1200 iterations, 1.34 with seed 1, 1.30 on 48x48 crops). With the median
+# the shipped teachers read 0.94 (haze), 1.01 (rain) and 1.10 (blur), ground truth 0.91, and a dehazing teacher
+# trained with zero padding as above 2.31.
 # Longer deblurring, measured but not shipped (replicate padding, 1 thread): 3000 iterations at 2e-3 +0.71 dB,
 # at 4e-3 +0.78; 4000 at 4e-3 +0.83 (42 min); 7000 at 2e-3 +0.84 (73 min). The gain levels off below 1 dB at
-# this width, and the stronger deblurring starts to show the stage-1 border: seam ratio 1.10-1.19 on val
-# against 1.01 for the shipped teacher.
+# this width, and the stronger deblurring starts to show the stage-1 border: (mean-based) seam ratio 1.10-1.19
+# on val against 1.01 for the shipped teacher.
 # The shipped KT student then trained on (``--resume``, seed 0, 1 thread): 2000 more iterations at 5e-4 reached
 # 22.72 dB mean (16.80 / 24.60 / 26.76: haze 0.5 dB lower, rain +1.6, blur +1.8), at 2e-4 22.20 (17.11 / 23.65 /
 # 25.83); the second run is the 5e-4 one. A third cycle like it (2000 more at 5e-4) gave 22.74, no difference. Of

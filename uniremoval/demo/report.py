@@ -142,8 +142,9 @@ def markdown_to_html(lines):
         '\n'.join(out) + '\n'
 
 
-SEAM_CAPTION = ('Seam ratio: the step across the middle row and column of an image, where MPRNet\'s stage-1 '
-                'quarters and stage-2 halves meet, over the steps a few pixels away (1.00: no seam; '
+SEAM_CAPTION = ('Seam ratio: the median step across the middle row and column of an image, where MPRNet\'s '
+                'stage-1 quarters and stage-2 halves meet, over the median steps a few pixels away (1.00: no '
+                'seam; a seam runs the whole border, a streak lying on it does not count; '
                 '`uniremoval.demo.pipeline.seam_ratio`).')
 
 
