@@ -245,6 +245,10 @@ def test_every_fidelity_row_changes_the_demo_config(tmp_path):
     da_base = options.da_options(str(tmp_path), '/ckpt/kt.pth', 5, 32, 4)
     for label, variant in options.DA_FIDELITY:
         assert options.da_options(str(tmp_path), '/ckpt/kt.pth', 5, 32, 4, variant=variant) != da_base, label
+    plain = dict(options.KT_FIDELITY)['BKT + ICL + FCL, without the contrast augmentation (paper)']
+    assert kt_base['datasets']['train']['contrast_range'] == [0.5, 1.0]
+    plain_kt = options.kt_options(str(tmp_path), ckpts, 7, 32, 4, variant=plain)
+    assert 'contrast_range' not in plain_kt['datasets']['train']
     paper = dict(options.DA_FIDELITY)['EX-MGCL, EICL negatives: the whole batch, own input included (paper, Eq. 11)']
     assert da_base['train']['image_cl_negatives'] == 'other_types'
     assert options.da_options(str(tmp_path), '/ckpt/kt.pth', 5, 32, 4, variant=paper)['train'][

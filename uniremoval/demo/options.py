@@ -55,6 +55,7 @@ KT_FIDELITY = (
     ('BKT + ICL + FCL, L1 on all 3 stages', {'train': {'supervised_stages': 'all'}}),
     ('BKT + ICL + FCL, ICL also on relu1_1 (colours)', {
         'train': {'image_cl_opt': {'layer_weights': {'relu1_1': 0.03125}}}}),
+    ('BKT + ICL + FCL, without the contrast augmentation (paper)', {'datasets': {'train': {'contrast_range': None}}}),
 )
 # Table V, domain adaptation, from the demo's KT student, real split. The first row is the KT student itself.
 DA_LADDER = (
