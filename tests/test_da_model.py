@@ -12,14 +12,21 @@ from conftest import REPO
 DA_TINY = osp.join(REPO, 'options', 'demo', 'da_tiny.yml')
 
 
+def _untrained_options(tmp_path):
+    """da_tiny.yml parsed for training, with a random student (no checkpoint) and 4 iterations per epoch."""
+    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True, check_paths=False)
+    opt['train']['iters_per_epoch'] = 4
+    opt['path']['pretrain_network_g'] = None
+    return opt
+
+
 @pytest.fixture
 def da_model(tmp_path):
-    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True, check_paths=False)
+    opt = _untrained_options(tmp_path)
     torch.manual_seed(7)
     ckpt = tmp_path / 'kt_student.pth'
     torch.save({'params': build_network(dict(opt['network_g'])).state_dict()}, ckpt)
     opt['path']['pretrain_network_g'] = str(ckpt)
-    opt['train']['iters_per_epoch'] = 4
     torch.manual_seed(0)
     return build_model(opt)
 
@@ -133,14 +140,6 @@ def test_image_negatives_option_changes_the_loss_value(da_model):
             losses[negatives] = da_model.generator_losses(1)[1]['l_excl_img'].item()
     # more negatives in the denominator: the loss can only grow
     assert losses['all'] > losses['other_types']
-
-
-def _untrained_options(tmp_path):
-    """da_tiny.yml parsed for training, with a random student (no checkpoint) and 4 iterations per epoch."""
-    opt, _ = parse_options(['-opt', DA_TINY], root_path=str(tmp_path), is_train=True, check_paths=False)
-    opt['train']['iters_per_epoch'] = 4
-    opt['path']['pretrain_network_g'] = None
-    return opt
 
 
 def test_default_options_follow_the_paper(tmp_path):
