@@ -36,7 +36,8 @@ setup(
     package_data={
         'uniremoval.metrics': ['brisque_live_model.npz', 'BRISQUE_LIVE_LICENSE.txt'],
         # demo-scale checkpoints made by `python -m uniremoval.demo.pretrain` (see its manifest.json)
-        'uniremoval.demo': ['checkpoints/*.pth', 'checkpoints/*.json', 'checkpoints/*.yml'],
+        'uniremoval.demo': ['checkpoints/*.pth', 'checkpoints/*.json', 'checkpoints/*.yml', 'configs/*.yml',
+                            'configs/ads/*.yml'],
     },
     install_requires=read_requirements(),
     extras_require={

@@ -8,7 +8,7 @@ project's packer, PNG-compressed values as BasicSR's own LMDBs). Then, in one pr
    tensor; the demo's teacher dataset) reads every pair of the set from the PNG folders
    (``io_backend: disk``) and from the LMDBs (``io_backend: lmdb``), interleaved, several passes:
    pairs per second of each and the ratio LMDB / PNG.
-2. **Loader vs model**: the demo's tiny teacher step (``options/demo/train_teacher_tiny.yml``,
+2. **Loader vs model**: the demo's tiny teacher step (``uniremoval/demo/configs/train_teacher_tiny.yml``,
    batch 8, 48x48) trained from a ``DataLoader`` over the PNG folders with 0, 1 and 2 workers:
    the time the loop waits in ``next(loader)`` as a share of the whole iteration. A share near 0
    means the loader keeps the model busy.
@@ -38,6 +38,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import bench_util  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CONFIGS = osp.join(REPO, 'uniremoval', 'demo', 'configs')
 
 
 def write_images(root, count, size, seed=0):
@@ -125,7 +126,7 @@ def main(argv=None):
                 'lmdb': build_dataset(dataset_opt('lmdb', lmdb_lq, lmdb_gt, args.patch))}
         times = bench_util.interleaved({k: read_all(d) for k, d in sets.items()}, args.repeats, warmup=1)
         rate = {k: args.images / statistics.median(v) for k, v in times.items()}
-        opt, _ = parse_options(['-opt', osp.join(REPO, 'options', 'demo', 'train_teacher_tiny.yml')], root_path=tmp,
+        opt, _ = parse_options(['-opt', osp.join(DEMO_CONFIGS, 'train_teacher_tiny.yml')], root_path=tmp,
                                is_train=True, check_paths=False)
         opt['num_gpu'] = 0
         torch.manual_seed(0)

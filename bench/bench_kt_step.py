@@ -6,7 +6,7 @@ time ratio does not depend on how fast or busy the machine is. Peak memory: on C
 that builds the same model and runs only that kind of step, the highest resident memory sampled
 (every 0.2 ms from a thread) while the steps run, minus the resident memory just before them.
 
-Losses and weights as in ``options/demo/kt_tiny.yml`` (untrained VGG; relu1_1-relu3_1 unless --paper).
+Losses and weights as in ``uniremoval/demo/configs/kt_tiny.yml`` (untrained VGG; relu1_1-relu3_1 unless --paper).
 
     python bench/bench_kt_step.py                    # tiny MPRNet, CPU-friendly (6x3x32x32)
     python bench/bench_kt_step.py --batch 8 --patch 48   # the demo's KT batch (make bench)
@@ -46,7 +46,7 @@ PAPER_NET = dict(type='MPRNet', n_feat=40, scale_unetfeats=20, scale_orsnetfeats
 
 
 def build_kt_model(args, workdir):
-    opt, _ = parse_options(['-opt', osp.join(REPO, 'options', 'demo', 'kt_tiny.yml')], root_path=workdir,
+    opt, _ = parse_options(['-opt', osp.join(REPO, 'uniremoval', 'demo', 'configs', 'kt_tiny.yml')], root_path=workdir,
                            check_paths=False)
     if args.paper:  # paper-size student/teachers, and the image-grained loss's default VGG layers
         opt['network_g'] = dict(PAPER_NET)

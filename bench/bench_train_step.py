@@ -1,7 +1,7 @@
 """Training throughput of the demo's tiny networks: teacher, KT and DA steps, and what limits them.
 
 The demo (``python -m uniremoval.demo``) trains a tiny MPRNet (n_feat 8, 2 CABs, ~107k
-parameters) on 48x48 crops, batch 8, with the options of ``options/demo/*.yml``: a teacher step
+parameters) on 48x48 crops, batch 8, with the options of ``uniremoval/demo/configs/*.yml``: a teacher step
 (``MPRNetModel``: Charbonnier + edge loss), a knowledge-transfer step (``UniRemovalKTModel``: three
 frozen teachers, L1, image- and feature-grained contrastive losses) and a domain-adaptation step
 (``UniRemovalDAModel``: student + UNet discriminator, GAN, identity and extended contrastive losses).
@@ -47,7 +47,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import bench_util  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO = osp.join(REPO, 'options', 'demo')
+DEMO = osp.join(REPO, 'uniremoval', 'demo', 'configs')
 
 
 def _options(name, workdir, force=()):
@@ -65,7 +65,7 @@ def _save_net(opt, path, seed):
 
 
 def build_models(workdir):
-    """The demo's three trainable models, built from options/demo/*.yml."""
+    """The demo's three trainable models, built from uniremoval/demo/configs/*.yml."""
     teacher = build_model(_options('train_teacher_tiny.yml', workdir))
     kt_opt = _options('kt_tiny.yml', workdir)
     for i, t in enumerate(kt_opt['teachers']):
@@ -194,7 +194,7 @@ def main(argv=None):
         optim = optimizer_variants(models['teacher'].net_g, args.repeats)
         chl = channels_last_fwd_bwd(models['teacher'].net_g, args.batch, args.patch, max(2, args.repeats // 2))
     med = {k: statistics.median(v) for k, v in times.items()}
-    result = {'what': 'demo training steps (options/demo/*.yml), one fixed batch, interleaved',
+    result = {'what': 'demo training steps (uniremoval/demo/configs/*.yml), one fixed batch, interleaved',
               'settings': {'batch': [args.batch, 3, args.patch, args.patch], 'repeats': args.repeats},
               'steps': {}}
     print(f'demo training steps, batch {args.batch}x3x{args.patch}x{args.patch}, median of {args.repeats}, '

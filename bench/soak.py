@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY = osp.join(REPO, 'options', 'demo', 'train_teacher_tiny.yml')
+TINY = osp.join(REPO, 'uniremoval', 'demo', 'configs', 'train_teacher_tiny.yml')
 
 
 def rss_mb():

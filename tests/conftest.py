@@ -18,7 +18,8 @@ from uniremoval.options import load_option_file
 torch.set_num_threads(1)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TINY_TEACHER_OPT = osp.join(REPO, 'options', 'demo', 'train_teacher_tiny.yml')
+DEMO_CONFIGS = osp.join(REPO, 'uniremoval', 'demo', 'configs')
+TINY_TEACHER_OPT = osp.join(DEMO_CONFIGS, 'train_teacher_tiny.yml')
 
 
 def make_pair(rng, size=40):

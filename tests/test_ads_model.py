@@ -238,9 +238,9 @@ def test_checkpoint_round_trip_restore_and_evaluate(tmp_path, rbn, ads_parts):
 
 def test_um_and_finetune_train_a_single_output_nafnet_with_mprnet_model(tmp_path):
     """Steps 1-2a reuse MPRNetModel: its loss on a one-tensor output is the plain pixel loss of that output."""
-    from conftest import REPO
+    from conftest import DEMO_CONFIGS
     for name in ('um', 'finetune_rain'):
-        path = osp.join(REPO, 'options', 'ads', 'demo', f'{name}.yml')
+        path = osp.join(DEMO_CONFIGS, 'ads', f'{name}.yml')
         opt, _ = parse_options(['-opt', path], root_path=str(tmp_path), is_train=True, check_paths=False)
         opt['path']['pretrain_network_g'] = None
         torch.manual_seed(0)

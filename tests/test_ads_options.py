@@ -13,9 +13,10 @@ from uniremoval.ads.selection import encoder_only_scores, parameter_overhead, ra
 from uniremoval.ads_compare import COMPARE_DEFAULTS
 from uniremoval.ads_select import METHODS, SELECT_DEFAULTS
 from uniremoval.options import load_option_file, parse_options
-from conftest import REPO
+from conftest import DEMO_CONFIGS, REPO
 
-ADS_OPTIONS = sorted(glob.glob(osp.join(REPO, 'options', 'ads', '**', '*.yml'), recursive=True))
+ADS_OPTIONS = sorted(glob.glob(osp.join(REPO, 'options', 'ads', '**', '*.yml'), recursive=True)
+                     + glob.glob(osp.join(DEMO_CONFIGS, 'ads', '*.yml')))
 KINDS = ['rain', 'blur', 'noise']
 # exact parameter counts of the paper-scale UMs (issue [8]; the slides' 17.1M and 28.7M)
 PAPER_PARAMS = {'NAFNet': 17_111_907, 'MSBDNRDFF': 28_712_861}
@@ -40,8 +41,8 @@ def rel(path):
 def test_options_exist_for_every_step_at_both_scales():
     names = {rel(p) for p in ADS_OPTIONS}
     steps = ['um', 'finetune_rain', 'finetune_blur', 'finetune_noise', 'select', 'classifier', 'ads', 'compare']
-    for folder in ('demo', 'paper/nafnet', 'paper/msbdn'):
-        assert {f'options/ads/{folder}/{s}.yml' for s in steps} <= names, folder
+    for folder in ('uniremoval/demo/configs/ads', 'options/ads/paper/nafnet', 'options/ads/paper/msbdn'):
+        assert {f'{folder}/{s}.yml' for s in steps} <= names, folder
 
 
 @pytest.mark.parametrize('path', ADS_OPTIONS, ids=rel)

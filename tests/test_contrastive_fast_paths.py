@@ -23,7 +23,7 @@ from basicsr.models import build_model
 from uniremoval.losses.contrastive_loss import ExtendedImageContrastiveLoss, ImageContrastiveLoss
 from uniremoval.models.uniremoval_model import batch_as_set
 from uniremoval.options import parse_options
-from conftest import REPO
+from conftest import DEMO_CONFIGS
 
 RTOL, ATOL = 1e-5, 1e-6
 LAYERS = {'relu1_1': 0.25, 'relu2_1': 0.5, 'relu3_1': 1.0}
@@ -109,7 +109,7 @@ def test_only_the_anchor_goes_through_vgg_with_autograd():
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def kt_model(tmp_path):
-    opt, _ = parse_options(['-opt', osp.join(REPO, 'options', 'demo', 'kt_tiny.yml')], root_path=str(tmp_path),
+    opt, _ = parse_options(['-opt', osp.join(DEMO_CONFIGS, 'kt_tiny.yml')], root_path=str(tmp_path),
                            is_train=True, check_paths=False)  # the demo data need not exist
     for i, teacher in enumerate(opt['teachers']):
         torch.manual_seed(100 + i)

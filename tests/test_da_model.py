@@ -7,9 +7,9 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models import build_model
 from uniremoval.options import load_option_file, parse_options
-from conftest import REPO
+from conftest import DEMO_CONFIGS, REPO
 
-DA_TINY = osp.join(REPO, 'options', 'demo', 'da_tiny.yml')
+DA_TINY = osp.join(DEMO_CONFIGS, 'da_tiny.yml')
 
 
 def _untrained_options(tmp_path):
@@ -144,7 +144,7 @@ def test_image_negatives_option_changes_the_loss_value(da_model):
 
 def test_default_options_follow_the_paper(tmp_path):
     """Without the keys, and in the paper config: EICL negatives from the whole batch (Eq. 11), the identity
-    loss on the restored image only (the demo config supervises all stages, options/demo/da_tiny.yml)."""
+    loss on the restored image only (the demo config supervises all stages, uniremoval/demo/configs/da_tiny.yml)."""
     paper = load_option_file(osp.join(REPO, 'options', 'da.yml'))['train']
     assert (paper['image_cl_negatives'], paper['supervised_stages']) == ('all', 'final')
     opt = _untrained_options(tmp_path)

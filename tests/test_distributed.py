@@ -43,10 +43,10 @@ import yaml
 from basicsr.archs import build_network
 from uniremoval.models.uniremoval_model import UniRemovalDAModel, UniRemovalKTModel
 from uniremoval.options import load_option_file
-from conftest import REPO, TINY_TEACHER_OPT, write_pairs
+from conftest import DEMO_CONFIGS, TINY_TEACHER_OPT, write_pairs
 
-KT_TINY = osp.join(REPO, 'options', 'demo', 'kt_tiny.yml')
-DA_TINY = osp.join(REPO, 'options', 'demo', 'da_tiny.yml')
+KT_TINY = osp.join(DEMO_CONFIGS, 'kt_tiny.yml')
+DA_TINY = osp.join(DEMO_CONFIGS, 'da_tiny.yml')
 TYPES = ('haze', 'rain', 'blur')
 SIZE = 32  # images are exactly the patch size: no random crop
 ITERS = 4

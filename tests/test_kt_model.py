@@ -8,9 +8,9 @@ from basicsr.archs import build_network
 from basicsr.models import build_model
 from uniremoval.models.uniremoval_model import decayed_weight
 from uniremoval.options import parse_options
-from conftest import REPO
+from conftest import DEMO_CONFIGS
 
-KT_TINY = osp.join(REPO, 'options', 'demo', 'kt_tiny.yml')
+KT_TINY = osp.join(DEMO_CONFIGS, 'kt_tiny.yml')
 
 
 def _save_teacher(opt, path, seed):
@@ -96,7 +96,7 @@ def test_feature_weight_decays_per_epoch(kt_model):
     assert decayed_weight(0.1, 0.99, 3) == pytest.approx(0.1 * 0.99**3)
     # iters_per_epoch = 5: iterations 1-5 are epoch 0, 6-10 epoch 1, 26 is epoch 5
     assert [kt_model.epoch_of(i) for i in (1, 5, 6, 10, 11, 26)] == [0, 0, 1, 1, 2, 5]
-    base = kt_model.cri_feature_cl.loss_weight  # lambda_f of options/demo/kt_tiny.yml
+    base = kt_model.cri_feature_cl.loss_weight  # lambda_f of uniremoval/demo/configs/kt_tiny.yml
     for it, epoch in ((1, 0), (26, 5)):
         kt_model.feed_data(_batch([0, 1, 2, 0]))
         kt_model.optimize_parameters(it)

@@ -13,7 +13,7 @@ from basicsr.models import build_model
 from uniremoval.cli import main as cli_main
 from uniremoval.models.model_mixins import NonFiniteLossError, check_finite_losses
 from uniremoval.options import parse_options
-from conftest import REPO, TINY_TEACHER_OPT, tiny_teacher_options
+from conftest import DEMO_CONFIGS, TINY_TEACHER_OPT, tiny_teacher_options
 
 
 def test_check_finite_losses_names_iteration_and_terms():
@@ -85,7 +85,7 @@ def test_contrastive_model(tmp_path):
 
 
 def test_kt_model(tmp_path):
-    opt, _ = parse_options(['-opt', osp.join(REPO, 'options', 'demo', 'kt_tiny.yml')], root_path=str(tmp_path),
+    opt, _ = parse_options(['-opt', osp.join(DEMO_CONFIGS, 'kt_tiny.yml')], root_path=str(tmp_path),
                            check_paths=False)
     for i, teacher in enumerate(opt['teachers']):
         teacher['pretrain_path'] = str(tmp_path / f'teacher_{i}.pth')
@@ -96,7 +96,7 @@ def test_kt_model(tmp_path):
 
 
 def test_da_model(tmp_path):
-    opt, _ = parse_options(['-opt', osp.join(REPO, 'options', 'demo', 'da_tiny.yml')], root_path=str(tmp_path),
+    opt, _ = parse_options(['-opt', osp.join(DEMO_CONFIGS, 'da_tiny.yml')], root_path=str(tmp_path),
                            check_paths=False)
     ckpt = tmp_path / 'student.pth'
     torch.save({'params': build_network(dict(opt['network_g'])).state_dict()}, ckpt)

@@ -25,8 +25,8 @@ difference of the means no larger than the larger of the two seed-to-seed standa
 Option file::
 
     name: ads_compare_demo
-    select_opt: options/ads/demo/select.yml   # UM, targets, FAIG images and settings
-    ads_opt: options/ads/demo/ads.yml         # ADS training template
+    select_opt: uniremoval/demo/configs/ads/select.yml   # UM, targets, FAIG images and settings
+    ads_opt: uniremoval/demo/configs/ads/ads.yml         # ADS training template
     compare:
       methods: [random, encoder_only, weight_diff, faig]
       q: [5, 3, 1]

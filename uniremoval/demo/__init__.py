@@ -3,11 +3,11 @@
 1. builds the embedded haze/rain/blur dataset (:mod:`uniremoval.demo.data`: photos that ship
    with scikit-image, scikit-learn and matplotlib, nothing is downloaded), with a synthetic
    train/val split and an unpaired "real" split made with *different* degradation settings;
-2. trains one tiny MPRNet teacher per degradation type (``options/demo/train_teacher_tiny.yml``);
+2. trains one tiny MPRNet teacher per degradation type (``uniremoval/demo/configs/train_teacher_tiny.yml``);
 3. knowledge transfer: distils the three teachers into one student
-   (``options/demo/kt_tiny.yml``, arXiv 2307.05075 §III-B);
+   (``uniremoval/demo/configs/kt_tiny.yml``, arXiv 2307.05075 §III-B);
 4. domain adaptation: fine-tunes the student on the unpaired real split
-   (``options/demo/da_tiny.yml``, §III-C), its ground truth kept aside for scoring only;
+   (``uniremoval/demo/configs/da_tiny.yml``, §III-C), its ground truth kept aside for scoring only;
 5. evaluates every stage (PSNR/SSIM per type on the synthetic val split and on the real split,
    no-reference scores on the real split, through :func:`uniremoval.evaluate.score_images`), saves
    image grids and loss curves, and writes ``<out>/report.md`` and ``<out>/report.html``.

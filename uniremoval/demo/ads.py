@@ -5,7 +5,7 @@ photographs bundled with installed packages (:func:`uniremoval.demo.data.build_d
 ``kinds=('rain', 'blur', 'noise')``: rain ``T*(x+S)+(1-T)*A``, blur ``x*k``, noise ``x+N(0, s^2)``,
 :mod:`uniremoval.data.degradations`):
 
-1. the unified model (UM): a tiny NAFNet (``options/ads/demo/um.yml``) trained on the mixture;
+1. the unified model (UM): a tiny NAFNet (``uniremoval/demo/configs/ads/um.yml``) trained on the mixture;
 2. a target model per degradation fine-tuned from the UM (``finetune_<d>.yml``), then FAIG-SD scores and
    top-q% masks (``select.yml``, :func:`uniremoval.ads_select.run_select`);
 3. the degradation classifier (``classifier.yml``): accuracy per type and confusion matrix;
@@ -40,7 +40,7 @@ from uniremoval.options import load_option_file
 from uniremoval.train import train_pipeline
 from uniremoval.utils.atomic_io import atomic_open
 
-OPTIONS_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'options', 'ads', 'demo')
+OPTIONS_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'configs', 'ads')
 KINDS = ('rain', 'blur', 'noise')
 DATA_PLACEHOLDER = 'datasets/demo_ads'
 DEMO_MINUTES = 15
@@ -62,7 +62,7 @@ def _set_roots(node, data_root):
 
 
 def demo_option(name, data_root, iters=None, patch=None, batch=None):
-    """``options/ads/demo/<name>.yml`` pointed at ``data_root`` with ``iters`` training iterations."""
+    """``uniremoval/demo/configs/ads/<name>.yml`` pointed at ``data_root`` with ``iters`` training iterations."""
     opt = load_option_file(osp.join(OPTIONS_DIR, f'{name}.yml'))
     _set_roots(opt, data_root)
     if iters is not None and 'train' in opt:

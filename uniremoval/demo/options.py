@@ -1,4 +1,4 @@
-"""The demo's option builders: the tiny configs of ``options/demo/`` pointed at the demo data, and its ablations.
+"""The demo's option builders: the tiny configs of ``demo/configs/`` pointed at the demo data, and ablations.
 
 :func:`teacher_options`, :func:`kt_options` and :func:`da_options` load ``train_teacher_tiny.yml``,
 ``kt_tiny.yml`` and ``da_tiny.yml``, set the dataset folders of the demo data
@@ -15,7 +15,8 @@ from uniremoval.demo.data import KINDS
 from uniremoval.options import load_option_file
 from uniremoval.utils.atomic_io import atomic_open
 
-OPTIONS_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))), 'options', 'demo')
+# the demo's option files ship inside the package (package data), so an installed wheel runs the demo
+OPTIONS_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'configs')
 
 # Scores (BasicSR metric options, as under ``val.metrics``): RGB, no border crop, on 8-bit BGR images.
 METRICS = {

@@ -2,7 +2,7 @@
 
 ``make demo`` has about 15 minutes on two CPU cores, less than the tiny networks need to learn the demo's
 degradations from scratch. This command trains them for longer, on the same demo data and with the same
-option files (``options/demo/*.yml`` through :mod:`uniremoval.demo.options`), and writes their weights to
+option files (``uniremoval/demo/configs/*.yml`` through :mod:`uniremoval.demo.options`), and writes their weights to
 ``uniremoval/demo/checkpoints/`` (about 0.4 MB each) with a ``manifest.json`` saying how each was made and
 how long it took, and the option file each stage ran with (``pretrain_teacher_<type>.yml``,
 ``pretrain_kt_student.yml``; paths relative to the repository root). ``make demo`` starts its teacher and
@@ -45,7 +45,7 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # stage-1/2 U-Net (scale_unetfeats 12 instead of 4) reached 21.92 dB, no difference. What it still lacks is mostly two
 # blurred val images it restores like hazy ones (the demo report's "which teacher the KT student follows").
 # Those numbers were measured with MPRNet's zero padding. The shipped checkpoints were then retrained with the
-# demo's replicate padding (options/demo/*.yml), with the same settings: haze 17.80 dB (+4.44), rain 25.99
+# demo's replicate padding (uniremoval/demo/configs/*.yml), with the same settings: haze 17.80 dB (+4.44), rain 25.99
 # (+6.20; 1200 iterations reached 27.44), blur 28.67 (+0.39; 3000 iterations reached +0.71), KT student's
 # first run 21.74 dB mean (17.28 / 22.98 / 24.97; 21.90 before, within the seed spread); five of the six
 # blurred cat crops then lost 3-18 dB against their input (3.26 of the 3.31 dB its blur mean lay below the
@@ -75,7 +75,7 @@ from uniremoval.utils.checkpoint import atomic_torch_save
 # The shipped student's third run (``--stages kt --resume --iters 1000 --lr 5e-4``, 22 minutes) adds
 # kt_tiny.yml's ``contrast_range`` augmentation, which the first two runs did not have (their option files
 # show it): 23.08 dB mean (16.59 / 25.80 / 26.84); the same 1000 iterations without it reached 22.65
-# (options/demo/kt_tiny.yml has the seeds). chelsea_000 stays at 15.8 dB. A fourth cycle, 1000 more iterations at
+# (demo/configs/kt_tiny.yml has the seeds). chelsea_000 stays at 15.8 dB. A fourth cycle, 1000 more iterations at
 # 2.5e-4, reached 22.93 (16.27 / 25.76 / 26.76; 21.4 min): no better, not shipped.
 # What val does not show: the shipped dehazing teacher (as fine-tuned by the demo, seed 0) ruins lightly hazed
 # crops. On its own 256 training crops, the 24 whose input is above 20 dB (little haze: near scene points) come
