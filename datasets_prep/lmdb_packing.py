@@ -1,40 +1,28 @@
 """Pack image datasets into BasicSR-style LMDBs, safely.
 
-The engine behind ``datasets_prep/pack.py``, which imports it from its own folder as
-``lmdb_packing`` (an offline tool: nothing at training time uses it). A dataset layout is turned
-into a list of :class:`Item` (an lq image, its gt image or ``None`` for unpaired data, an LMDB key
-and a *group*, the source image the split keeps together), and :func:`pack` writes them.
+The engine behind ``datasets_prep/pack.py`` (an offline tool: nothing at training time uses it). A
+dataset layout becomes a list of :class:`Item` (an lq image, its gt image or ``None`` for unpaired data,
+an LMDB key and a *group*, the source image the split keeps together), and :func:`pack` writes them.
 
-Output, exactly the format of BasicSR's ``basicsr/utils/lmdb_util.py`` (so BasicSR's
-``PairedImageDataset`` with ``io_backend: {type: lmdb}`` and
-:class:`~uniremoval.data.multi_degradation_dataset.MultiDegradationDataset` read it)::
+Output, exactly the format of BasicSR's ``basicsr/utils/lmdb_util.py`` (read by BasicSR's
+``PairedImageDataset`` with ``io_backend: {type: lmdb}`` and by ``MultiDegradationDataset``)::
 
     <out>/<split>_lq.lmdb/{data.mdb, lock.mdb, meta_info.txt}    paired data
     <out>/<split>_gt.lmdb/{data.mdb, lock.mdb, meta_info.txt}    (same keys, same order)
     <out>/<split>.lmdb/{data.mdb, lock.mdb, meta_info.txt}       unpaired data
 
-Each value is the PNG encoding (``cv2.imencode``, compression ``compress_level``) of the image
-as BasicSR's ``imfrombytes`` decodes the source file (``cv2.IMREAD_COLOR``: 8-bit BGR), so the
-LMDB yields exactly the pixels the disk backend would. ``meta_info.txt`` has one line
-``<key>.png (<h>,<w>,<c>) <compress_level>`` per image. BasicSR takes the key back from that
-line as the text before the first ``.``, so keys are made of ``[A-Za-z0-9_-]`` only
-(:func:`sanitize_key`: ``.`` becomes ``p``, e.g. ``0001_0.8_0.2`` -> ``0001_0p8_0p2``, any other
-character ``_``).
+Each value is the PNG encoding (``compress_level``) of the image as BasicSR's ``imfrombytes``
+decodes the source file (8-bit BGR), so the LMDB yields exactly the pixels the disk backend would.
+``meta_info.txt`` has one line ``<key>.png (<h>,<w>,<c>) <compress_level>`` per image; BasicSR reads
+the key back as the text before the first ``.``, so keys use ``[A-Za-z0-9_-]`` only
+(:func:`sanitize_key`: ``0001_0.8_0.2`` -> ``0001_0p8_0p2``, any other character ``_``).
 
-Sub-images (``crop=CropSpec(size, step, thresh)``) follow BasicSR's
-``scripts/data_preparation/extract_subimages.py``: top-left corners ``0, step, 2*step, ...``
-while the crop fits, plus a last crop flush with the border when more than ``thresh`` pixels
-would be left over; row-major order, keys ``<key>_s001``, ``<key>_s002``, ... Lq and gt are
-cropped at the same places.
-
-Safety: every LMDB is written into a hidden temporary folder next to its destination
-(``.<name>.tmp-<pid>-<random>``) and renamed into place only when all outputs of the run are
-complete, so an interrupted or failed run leaves no output (no temporary folder either, nor the
-output folder if it created it; a killed process leaves its temporary folder, which the next run
-on the same output removes). Existing
-outputs are refused unless ``overwrite``. Problems (a missing counterpart, lq and gt of
-different sizes, an unreadable image, an image smaller than the crop) stop the run with the
-offending file names, or are skipped and reported with ``skip_bad``.
+Sub-images (``crop=CropSpec(size, step, thresh)``) follow BasicSR's ``extract_subimages.py``
+(keys ``<key>_s001``, ...; lq and gt cropped at the same places). Every LMDB is written into a
+hidden temporary folder next to its destination and renamed into place only when all outputs of the
+run are complete, so a failed run leaves no output (details: docs/design.md, "LMDB packing").
+Existing outputs are refused unless ``overwrite``; bad inputs stop the run with the offending file
+names, or are skipped and reported with ``skip_bad``.
 """
 import os
 import random

@@ -3,23 +3,12 @@
 MSBDN: H. Dong, J. Pan, L. Xiang, Z. Hu, X. Zhang, F. Wang and M.-H. Yang, "Multi-Scale Boosted Dehazing
 Network with Dense Feature Fusion", CVPR 2020 (arXiv:2004.13388), §3 and Fig. 2. Official code:
 https://github.com/BookerDeWitt/MSBDN-DFF (``networks/MSBDN-DFF-v1-1.py``, ``networks/MSBDN-RDFF.py``,
-``networks/base_networks.py``).
+``networks/base_networks.py``). ADS (Park et al., CVPR 2023) uses it as one of its two backbones; its
+unified model has 28.7M parameters, the ``MSBDNRDFF`` count below.
 
-ADS (Park et al., CVPR 2023) uses MSBDN as one of its two backbones; its unified model has 28.7M parameters,
-the ``MSBDNRDFF`` count below.
-
-A U-Net with four stride-2 levels (16 -> 32 -> 64 -> 128 -> 256 channels by default):
-
-* encoder: per level a strided convolution, a dense feature fusion (DFF) module that back-projects the
-  features of every higher-resolution level into the new one (§3, "Dense Feature Fusion Module"), and
-  three residual blocks;
-* bottleneck: 18 residual blocks in the strengthen-operate-subtract form ``G(2 y) + 2 y - y``;
-* boosted decoder (§3, "SOS boosted module"): per level a transposed convolution resized bilinearly to
-  the skip feature ``j``, then ``G(up + j) + (up + j) - up`` (strengthen with the skip feature, operate
-  with three residual blocks, subtract the upsampled estimate) and a decoder DFF module over every
-  lower-resolution decoder level.
-
-Two registered networks, as two classes because their layouts differ (extra modules, other DFF widths):
+A U-Net with four stride-2 levels (16 -> 32 -> 64 -> 128 -> 256 channels), dense feature fusion (DFF)
+modules, 18 bottleneck residual blocks and a boosted decoder of strengthen-operate-subtract modules
+``G(up + j) + (up + j) - up`` (§3; layout in docs/design.md, "MSBDN"). Two classes, as the layouts differ:
 
 ================  ===============================  ============
 class             official file                    parameters
@@ -28,25 +17,12 @@ class             official file                    parameters
 ``MSBDNRDFF``     ``MSBDN-RDFF.py`` (released)       28,712,861
 ================  ===============================  ============
 
-``MSBDNRDFF`` splits the features of each level into two channel halves: the DFF module works on the first
-half (so its memory holds half-width features) and a residual dense block (``conv{k}`` / ``conv_{k}``,
-``RDB``) on the second, and the halves are concatenated again.
-
-This is an independent re-implementation that keeps the official module names and parameter shapes, so the
-official weights load with ``load_state_dict(strict=True)``. The official releases pickle whole modules
-(``torch.save(model)``, ``.pkl``); take their ``state_dict()`` once with the official code, since
-``torch.load(..., weights_only=True)`` cannot read a pickled module.
-
-Documented differences from the official code:
-
-* Only the DFF mode the official networks use (``mode='iter2'``) is implemented, and ``ConvBlock`` /
-  ``DeconvBlock`` only in the configuration they use (4x4, stride 2, padding 1, bias, PReLU, no norm).
-* Any input size: the DFF modules need every level to be exactly half the previous one, so the input is
-  padded at the bottom and right (:func:`uniremoval.utils.padding.pad_to_multiple`) to a multiple of 16,
-  or of 32 when a side is at most 16 (the 3x3 reflection padding at the 1/16 level needs two pixels), and
-  the output is cropped back. The official code has no padding and fails on other sizes.
-* ``num_in_ch``, ``num_out_ch`` and ``num_feat`` (official: 3, 3 and 16) are arguments, to build small
-  networks; ``res_blocks`` is the official argument.
+An independent re-implementation with the official module names and parameter shapes: the official
+weights load with ``load_state_dict(strict=True)`` (the releases pickle whole modules, so take their
+``state_dict()`` once with the official code). Differences from it: only ``mode='iter2'`` DFF and the
+``ConvBlock`` / ``DeconvBlock`` configuration the official networks use; any input size (padded at the
+bottom/right to a multiple of 16, or 32 when a side is at most 16, and cropped back; the official code
+fails on other sizes); ``num_in_ch``, ``num_out_ch``, ``num_feat`` (official 3, 3, 16) are arguments.
 """
 import torch
 from torch import nn

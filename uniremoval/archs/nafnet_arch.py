@@ -3,16 +3,12 @@
 NAFNet: L. Chen, X. Chu, X. Zhang and J. Sun, "Simple Baselines for Image Restoration", ECCV 2022
 (arXiv:2204.04676): the architecture (Fig. 2c, a plain U-Net) and the NAFNet block (Fig. 3d).
 Official code: https://github.com/megvii-research/NAFNet (``basicsr/models/archs/NAFNet_arch.py`` and
-``arch_util.py``).
+``arch_util.py``). ADS (Park et al., CVPR 2023) uses NAFNet as one of its two backbones; its unified
+model is the 17.1M-parameter GoPro configuration below.
 
-ADS (Park et al., CVPR 2023) uses NAFNet as one of its two backbones; its unified model is the
-17.1M-parameter GoPro configuration below.
-
-This is an independent re-implementation that keeps the official module names, module order and
-parameter shapes, so the official checkpoints (``{'params': ...}``) load with
-``load_state_dict(strict=True)``. Official configurations (``width``, ``enc_blk_nums``,
-``middle_blk_num``, ``dec_blk_nums``) and their parameter counts
-(``sum(p.numel() for p in model.parameters())``):
+An independent re-implementation with the official module names, module order and parameter shapes:
+the official checkpoints (``{'params': ...}``) load with ``load_state_dict(strict=True)``. Official
+configurations (``width``, ``enc_blk_nums``, ``middle_blk_num``, ``dec_blk_nums``) and parameter counts:
 
 =============  =========================================  ============
 checkpoint     config                                     parameters
@@ -21,13 +17,11 @@ GoPro width32  32, [1, 1, 1, 28], 1, [1, 1, 1, 1]          17,111,907
 SIDD width32   32, [2, 2, 4, 8], 12, [2, 2, 2, 2]          29,159,715
 =============  =========================================  ============
 
-One documented difference from the official code, which changes no parameter or output:
-
-* Padding: the input is zero-padded at the bottom and right to a multiple of ``2 ** len(enc_blk_nums)``
-  (the official ``check_image_size``) with the project's
-  :func:`uniremoval.utils.padding.pad_to_multiple` (``mode='constant'``), and the output is cropped back.
-* ``LayerNorm2d`` is computed with ordinary autograd operations; the official code wraps the same
-  formula in a hand-written ``autograd.Function`` whose backward is the analytic gradient of it.
+Differences from the official code, which change no parameter or output: the input is zero-padded at
+the bottom and right to a multiple of ``2 ** len(enc_blk_nums)`` (the official ``check_image_size``) by
+:func:`uniremoval.utils.padding.pad_to_multiple` and the output cropped back; ``LayerNorm2d`` uses
+ordinary autograd operations, where the official code wraps the same formula in a hand-written
+``autograd.Function`` with its analytic gradient.
 """
 import torch
 from torch import nn

@@ -1,10 +1,9 @@
 """Uni-Removal's network: MPRNet (Zamir et al., CVPR 2021) with the feature taps of the feature-grained losses.
 
-Registered in BasicSR's ``ARCH_REGISTRY`` as ``MPRNet``; this file holds MPRNet and its submodules only.
-
-MPRNet: S. W. Zamir, A. Arora, S. Khan, M. Hayat, F. S. Khan, M.-H. Yang and L. Shao,
-"Multi-Stage Progressive Image Restoration", CVPR 2021 (arXiv:2102.02808), §3 and Fig. 2.
-Official code: https://github.com/swz30/MPRNet (``Deraining|Deblurring|Denoising/MPRNet.py``).
+Registered in BasicSR's ``ARCH_REGISTRY`` as ``MPRNet``. MPRNet: S. W. Zamir, A. Arora, S. Khan, M. Hayat,
+F. S. Khan, M.-H. Yang and L. Shao, "Multi-Stage Progressive Image Restoration", CVPR 2021
+(arXiv:2102.02808), §3 and Fig. 2. Official code: https://github.com/swz30/MPRNet
+(``Deraining|Deblurring|Denoising/MPRNet.py``).
 
 This is an independent re-implementation that keeps the official module names, module order
 and parameter shapes, so the official checkpoints (``{'state_dict': ...}``, possibly with
@@ -12,8 +11,7 @@ and parameter shapes, so the official checkpoints (``{'state_dict': ...}``, poss
 Like the official code, a single ``nn.PReLU`` instance is shared by every channel attention
 block: it is one parameter that appears under many state-dict keys.
 
-Official configurations (``n_feat``, ``scale_unetfeats``, ``scale_orsnetfeats``) and their
-parameter counts (``sum(p.numel() for p in model.parameters())``):
+Official configurations (``n_feat``, ``scale_unetfeats``, ``scale_orsnetfeats``) and parameter counts:
 
 =========  =============  ============
 task       config         parameters
@@ -23,9 +21,8 @@ deblurring 96 / 48 / 32    20,127,073
 denoising  80 / 48 / 32    15,741,025
 =========  =============  ============
 
-Uni-Removal (arXiv:2307.05075, §III-B) distils degradation-specific MPRNet teachers into one
-MPRNet student with a feature-grained contrastive loss (Eq. 3); :meth:`MPRNet.forward` can
-therefore also return intermediate features (``return_feats=True``).
+Uni-Removal (arXiv:2307.05075, §III-B) distils MPRNet teachers into one MPRNet student with a
+feature-grained contrastive loss (Eq. 3), so ``MPRNet.forward(x, return_feats=True)`` also returns features.
 """
 import torch
 from torch import nn

@@ -1,22 +1,14 @@
 """Seeded synthetic degradations: haze, rain, motion blur and Gaussian noise.
 
-Every function takes a float image in ``[0, 1]`` laid out ``HW`` or ``HWC`` (any number of
-channels, BGR or RGB alike: the models treat channels independently and the colour-dependent
-parameters, the airlight tint, are drawn per channel), plus ``rng``, a
-:class:`numpy.random.Generator` or an ``int`` seed. It returns a new ``float32`` array of the
-same shape clipped to ``[0, 1]``. An int seed builds a fresh generator, so the same seed
-gives the same output; a generator is advanced, so successive calls differ.
+Every function takes a float image in ``[0, 1]``, ``HW`` or ``HWC`` (any channels, BGR or RGB alike:
+the airlight tint is drawn per channel), and ``rng``, a :class:`numpy.random.Generator` (advanced) or
+an ``int`` seed (a fresh generator: same seed, same output); it returns a new ``float32`` array of the
+same shape clipped to ``[0, 1]``. ``*_range`` parameters take a ``(low, high)`` pair, drawn uniformly
+once per image, or a fixed number; out-of-bounds values raise :class:`ValueError`.
 
-Parameters named ``*_range`` take a ``(low, high)`` pair, from which one value per image is
-drawn uniformly, or a single number, which fixes the value. Values outside the documented
-bounds raise :class:`ValueError` naming the argument and what was expected.
-
-Models
-------
-* **Haze** (:func:`add_haze`): the atmospheric scattering model of Koschmieder (1924) as
-  used by McCartney (1976), He et al. (dark channel prior, CVPR 2009) and the RESIDE
-  benchmark (Li et al., TIP 2019) to synthesise its ITS/OTS sets,
-  ``I = J * t + A * (1 - t)`` with ``t = exp(-beta * d)``.
+* **Haze** (:func:`add_haze`): the atmospheric scattering model of Koschmieder (1924) as used by
+  McCartney (1976), He et al. (dark channel prior, CVPR 2009) and the RESIDE benchmark (Li et al.,
+  TIP 2019) to synthesise its ITS/OTS sets, ``I = J * t + A * (1 - t)`` with ``t = exp(-beta * d)``.
 * **Rain** (:func:`add_rain`): the heavy-rain model used by ADS,
   ``O = T * (B + S) + (1 - T) * A`` (Yang et al., JORDER, CVPR 2017; Li et al., "Heavy
   rain image restoration", CVPR 2019): rain streaks ``S`` added to the background ``B``,
@@ -28,11 +20,9 @@ Models
   ``n ~ N(0, sigma^2)``, ``sigma`` in ``[0, 255]`` units as in the denoising literature
   (e.g. DnCNN, Zhang et al., TIP 2017).
 
-:data:`SYNTHETIC_SETTINGS` holds the parameter ranges used for the synthetic (training)
-domain and :data:`REAL_SETTINGS` different ranges that imitate the synthetic-to-real gap
-(denser, tinted, patchy haze; steeper, thicker, longer rain streaks with a stronger veil;
-longer and shakier blur trajectories; stronger noise). :func:`degrade` applies one kind with
-one of them.
+:data:`SYNTHETIC_SETTINGS` holds the ranges of the synthetic (training) domain, :data:`REAL_SETTINGS`
+others that imitate the synthetic-to-real gap (denser, tinted, patchy haze; steeper, thicker rain with
+a stronger veil; longer, shakier blur; stronger noise); :func:`degrade` applies one kind with either.
 """
 import copy
 import inspect

@@ -1,30 +1,14 @@
 #!/usr/bin/env python
 """Build the small embedded haze/rain/blur demo dataset from photographs shipped in packages.
 
-No download is ever needed: the clean photographs are the sample images bundled with
-scikit-image (a dependency: required), scikit-learn and matplotlib (optional: skipped, and
-reported, when not installed). Patches are cropped from them and degraded with
-:mod:`uniremoval.data.degradations`: the ``train`` and ``val`` splits with its
-``SYNTHETIC_SETTINGS``, the ``real`` split with its ``REAL_SETTINGS`` (a different parameter
-distribution that imitates the synthetic-to-real gap).
-
-Photo assignment (disjoint between splits, fixed whatever is installed)::
-
-    train  astronaut, coffee, motorcycle (skimage)  + china (sklearn)
-    val    chelsea (skimage)                        + flower (sklearn)
-    real   rocket (skimage)                         + grace_hopper (matplotlib)
-
-Every split keeps at least one scikit-image photo, so all three exist with scikit-image
-alone. skimage's ``clock`` (already motion-blurred) and the images it downloads at run time
-are not used.
-
-Cropping: ``train`` patches are random crops (``n_train`` per photo and kind, drawn
-independently for each kind); ``val`` and ``real`` patches are non-overlapping tiles of a
-randomly offset grid (in random order), shared by the kinds, so every val/real patch shows
-different content. Patches to be degraded must not be flat (``min_detail``: flat sky or
-out-of-focus background would make blur invisible). In ``real`` the first ``n_real``
-detailed tiles of each photo are degraded (``real/<kind>``) and ``n_clear`` of the other
-tiles, disjoint from them, are kept clean in ``real/clear`` for unpaired domain adaptation.
+No download is needed: the clean photographs are the sample images of scikit-image (required),
+scikit-learn and matplotlib (optional: skipped, and reported, when not installed), assigned to
+disjoint splits whatever is installed (train: astronaut, coffee, motorcycle, china; val: chelsea,
+flower; real: rocket, grace_hopper; each split keeps a scikit-image photo). Patches are cropped from
+them (``train``: random crops; ``val``, ``real``: non-overlapping tiles, none flat, see ``min_detail``)
+and degraded with :mod:`uniremoval.data.degradations`: ``train`` and ``val`` with its
+``SYNTHETIC_SETTINGS``, ``real`` with its ``REAL_SETTINGS``; ``n_clear`` other ``real`` tiles stay clean
+for unpaired domain adaptation (details: docs/design.md, "Demo dataset").
 
 Layout (BasicSR paired-folder style, identical file names in ``lq`` and ``gt``)::
 
@@ -34,16 +18,12 @@ Layout (BasicSR paired-folder style, identical file names in ``lq`` and ``gt``):
     <out>/real/clear/<photo>_<index>.png               clean real patches (unpaired)
     <out>/manifest.json                                photos per split, settings, seed, counts, crops
 
-Images are 8-bit BGR PNGs (cv2). The build is deterministic: each patch draws from its own
-generator seeded by ``(seed, split, kind, photo, index)``, so a given seed always gives
-pixel-identical files, and a photo's patches do not change when another photo is skipped.
-The dataset is written into a hidden temporary directory next to ``<out>`` and renamed into
-place at the end, so an interrupted run never leaves a half-written ``<out>``.
+Images are 8-bit BGR PNGs. The build is deterministic: each patch draws from its own generator seeded
+by ``(seed, split, kind, photo, index)``, so a given seed gives pixel-identical files. ``<out>`` is
+written in a hidden temporary directory and renamed into place at the end.
 
-Usage::
-
-    python datasets_prep/build_demo_data.py --out datasets/demo [--seed 0] [--overwrite]
-    python -m uniremoval.demo.data --out datasets/demo   # the same
+Usage: ``python -m uniremoval.demo.data --out datasets/demo [--seed 0] [--overwrite]`` (or
+``datasets_prep/build_demo_data.py``, the same).
 """
 import argparse
 import json

@@ -1,89 +1,28 @@
-"""Contrastive losses of Uni-Removal (arXiv:2307.05075, Sec. III-B to III-D).
+"""Contrastive losses of Uni-Removal (arXiv:2307.05075, Sec. III-B to III-D), in ``LOSS_REGISTRY``.
 
-Four losses, registered in BasicSR's ``LOSS_REGISTRY`` so any BasicSR model can build them
-with ``basicsr.losses.build_loss({'type': ..., ...})``:
+* :class:`ContrastiveLoss`: Eq. 2 on tensors (one positive per anchor); on network features, Eq. 3.
+* :class:`ExtendedContrastiveLoss`: Eq. 9 (a batch of weakly correlated positives per anchor); Eq. 10.
+* :class:`ImageContrastiveLoss`, :class:`ExtendedImageContrastiveLoss`: the same on VGG-19 feature
+  maps of images (the ``G`` of Eq. 2; :mod:`uniremoval.losses.vgg_features`), one weighted term per
+  layer: the image-grained losses of Eq. 4 and Eq. 11.
 
-* :class:`ContrastiveLoss`: the common contrastive loss of Eq. 2 on raw tensors (one positive
-  per anchor). With intermediate network features it is the feature-grained loss of Eq. 3.
-* :class:`ExtendedContrastiveLoss`: the extended contrastive loss of Eq. 9 (a batch of weakly
-  correlated positives per anchor); the feature-grained loss of Eq. 10.
-* :class:`ImageContrastiveLoss` and :class:`ExtendedImageContrastiveLoss`: the same losses on
-  VGG-19 feature maps of images (the ``G`` of Eq. 2, built by
-  :func:`uniremoval.losses.vgg_features.build_vgg_feature_extractor`), i.e. the image-grained
-  losses of Eq. 4 and Eq. 11. One weighted term per VGG layer.
+Eq. 2, anchor ``a``, positive ``p``, negatives ``n``, cosine similarity ``s``, temperature ``t``
+(the paper's ``1e-6``)::
 
-Eq. 2, for an anchor ``a`` with positive ``p`` and negatives ``n_1..n_N``::
+    L = -log( exp(s(a,p)/t) / (exp(s(a,p)/t) + sum_n exp(s(a,n)/t)) )
 
-    L = -log( exp(s(a,p)/t) / (exp(s(a,p)/t) + sum_n exp(s(a,n_n)/t)) )
+Eq. 9 (its symbols are lost from the paper's text), with every positive in the numerator, so that
+``P = 1`` is exactly Eq. 2 (why not the SupCon average: docs/design.md, "Extended contrastive loss")::
 
-where ``s`` is the cosine similarity of the flattened, L2-normalised vectors and ``t`` the
-temperature (the paper uses ``t = 1e-6``).
+    L = -log( sum_p exp(s(a,p)/t) / (sum_p exp(s(a,p)/t) + sum_n exp(s(a,n)/t)) )
 
-Eq. 9 (its symbols are lost from the paper's text; the prose says it "replaces the strongly
-correlated positive with a batch of weakly correlated positives"). We use the form with every
-positive in the numerator::
-
-    L = -log( sum_p exp(s(a,p)/t) / (sum_p exp(s(a,p)/t) + sum_n exp(s(a,n_n)/t)) )
-
-Why this form rather than the per-positive-averaged SupCon form
-``-1/P sum_p log(exp(s_ap/t) / (sum_p' exp(s_ap'/t) + sum_n exp(s_an/t)))``:
-
-* For ``P = 1`` it is exactly Eq. 2, so the extended loss is a strict generalisation and both
-  losses share one code path (and masks mean the same thing in both).
-* The positives are *weakly* correlated: unpaired real clear images with other content. The
-  aim is to pull the anchor towards the clear *domain*, not onto every clear image. Our form
-  treats the positives as one set: the loss is ``>= 0`` and goes to 0 as soon as the positive
-  set outweighs the negatives; the positives never compete with each other. In the averaged
-  form every positive sits in the denominator of every other positive's term, so the loss
-  is bounded below by ``log P`` and is minimal only when the anchor is *equally* similar to all
-  positives; at ``t = 1e-6`` its gradient even pushes the anchor away from its most similar
-  clear image towards the others, i.e. towards a contradictory target.
-* It is one log-sum-exp ratio, as stable as Eq. 2 at ``t = 1e-6``. (It equals SupCon's
-  "L_in" variant minus the constant ``log P``.)
-
-Numerics: the log ratio is computed as ``logsumexp(all logits) - logsumexp(positive logits)``
-with the logits shifted by the (detached) largest positive cosine *before* dividing by ``t``,
-so ``t = 1e-6`` gives finite losses and gradients even for identical or opposite vectors;
-norms are clamped with ``eps``; similarities are batched matrix products (no Python loops over
-pairs or batch elements) and are computed in float32 at least (autocast is disabled inside).
-Inputs whose batch dimension is an ``expand()``-ed view (stride 0, the same positives or
-negatives for every anchor) are normalised, and sent through VGG, once instead of ``B`` times.
-
-Embeddings (option ``embedding`` of every loss; YAML ``{type: ExtendedImageContrastiveLoss,
-embedding: stats, ...}``). Each feature map, i.e. each VGG layer's map for the image losses and
-the given tensors for the feature losses, is turned into a vector before the cosine ``s``:
-
-* ``'flatten'`` (default; the paper's reading of Eq. 2-4 and 9-11): the whole map, flattened.
-  ``s`` compares the maps position by position, i.e. their spatial *content*.
-* ``'pooled'``: global average pooling over the spatial positions, ``(C,)``: which channels
-  respond, on average.
-* ``'stats'``: per-channel mean and standard deviation over the spatial positions,
-  concatenated (means first), ``(2C,)``: the feature statistics of style transfer / AdaIN
-  (Huang & Belongie 2017). The std is the population one (``unbiased=False``), computed as
-  ``sqrt(var + 1e-8)`` so that constant maps (e.g. VGG ``relu5_1`` of a 16x16 image is 1x1)
-  have a finite gradient.
-* ``'gram'``: the ``C x C`` Gram matrix ``F F^T / (H W)`` of the map ``F`` (``C x HW``),
-  flattened, ``(C*C,)``: channel co-activations, the style representation of Gatys et al. 2016.
-
-Why the content-independent ones (pooled, stats, gram): in the extended losses (Eq. 9-11, the
-domain-adaptation stage) the positives are *other* images, restored real clear images with other
-content. A cosine of flattened maps then rewards the anchor for looking like those other images
-position by position: it pulls each output towards other images' content (colour casts, collapse
-towards an average image) instead of towards the clear *domain*. The three other embeddings are
-invariant to any permutation of the spatial positions, so they ignore the layout of the content
-and keep what characterises the domain (degradation residue, texture, colour statistics); an
-unpaired positive is then a meaningful target. For the paired losses (Eq. 2-4: the positive is
-the teacher's output of the same input) ``'flatten'`` is the natural choice.
-The embeddings need maps ``(B, C, H, W)`` (at least 4-D: channel dim 1, every later dim is
-spatial) and are computed in float32 at least; a shared (``expand()``-ed) set is embedded once.
-
-Masks: ``neg_mask`` (bool ``(B, N)``) and ``pos_mask`` (bool ``(B, P)``), False = excluded.
-A row without valid negatives has the loss ``-log(1) = 0``. A row without valid positives has
-no defined loss: it contributes 0, gets no gradient and is left out of the ``'mean'``
-reduction (the mean is over the rows that have at least one valid positive, 0 if none has).
-
-Gradients flow to every input that requires them; detach the positives (teacher outputs) or
-negatives yourself where they must stay fixed.
+computed as ``logsumexp(all) - logsumexp(positives)`` of logits shifted by the detached largest
+positive cosine, in float32 at least, so ``t = 1e-6`` stays finite. ``embedding`` turns each map into
+the vector ``s`` compares: ``'flatten'`` (default, the paper's reading), or the content-independent
+``'pooled'``, ``'stats'`` and ``'gram'`` (:func:`embed_feature_maps`; docs/design.md,
+"Contrastive embeddings"). Masks ``neg_mask`` (B, N) and ``pos_mask`` (B, P) are bool, False =
+excluded; a row without valid negatives has loss 0, a row without valid positives contributes 0 and
+is left out of the ``'mean'``. Gradients reach every input that requires them: detach fixed targets.
 """
 import math
 from collections import OrderedDict
@@ -101,7 +40,7 @@ __all__ = [
 ]
 
 _REDUCTIONS = ('none', 'mean', 'sum')
-# how each feature map becomes the vector of the cosine similarity (see the module docstring)
+# how each feature map becomes the vector of the cosine similarity (see embed_feature_maps)
 EMBEDDINGS = ('flatten', 'pooled', 'stats', 'gram')
 _STD_EPS = 1e-8  # 'stats': std = sqrt(var + eps), finite gradient for constant maps
 
@@ -328,8 +267,8 @@ class ContrastiveLoss(_ContrastiveBase):
             'stats': per-channel spatial means then population stds (2C,) (AdaIN statistics);
             'gram': the Gram matrix F F^T / (H W) (C*C,) (Gatys et al.).
             The last three ignore where things are in the map (invariant to permuting the
-            spatial positions), so they fit positives with other content (see the module
-            docstring); they need inputs with at least 4 dims.
+            spatial positions), so they fit positives with other content (docs/design.md,
+            "Contrastive embeddings"); they need inputs with at least 4 dims.
     """
 
     def forward(self, anchor, positive, negatives, neg_mask=None):
@@ -359,8 +298,8 @@ class ExtendedContrastiveLoss(_ContrastiveBase):
 
         -log(sum_p exp(s(a,p)/t) / (sum_p exp(s(a,p)/t) + sum_n exp(s(a,n)/t)))
 
-    With P = 1 this is exactly :class:`ContrastiveLoss`. See the module docstring for why this
-    form is used rather than the per-positive-averaged (SupCon) one.
+    With P = 1 this is exactly :class:`ContrastiveLoss`. Why this form rather than the
+    per-positive-averaged (SupCon) one: docs/design.md, "Extended contrastive loss".
 
     Args:
         loss_weight (float): weight of the loss. Default: 1.0.

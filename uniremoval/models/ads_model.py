@@ -4,44 +4,25 @@ CNN-ADS replaces every masked convolution of the unified model (UM) by
 
     theta_ads = theta_um + sum_d c_d * theta_d * M_d
 
-(:class:`~uniremoval.archs.ads_arch.ADSNet`). :class:`ADSModel` trains only the degradation-specific
-weights ``theta_d`` (at the positions of the masks ``M_d`` chosen by FAIG-SD in step 2); the UM and the
-degradation classifier (step 3) stay frozen, so after training the UM weights are bit-identical to the
-loaded ones. Inference and validation run with the classifier in the loop (``c`` = its softmax).
+(:class:`~uniremoval.archs.ads_arch.ADSNet`). :class:`ADSModel` trains only ``theta_d`` (at the masks
+``M_d`` FAIG-SD chose in step 2); the UM and the degradation classifier (step 3) stay frozen, the UM
+weights bit-identical to the loaded ones. At inference ``c`` is the classifier's softmax.
 
-Options (beyond BasicSR's ``SRModel``)::
-
-    model_type: ADSModel
-    network_g:
-      type: ADSNet
-      backbone: {type: NAFNet, ...}          # the UM's network_g
-      num_degradations: 3
-      masks: experiments/.../masks_q3.pth     # written by uniremoval-ads-select
-      classifier: {type: DegradationClassifier, ...}
-      degradations: [rain, blur, noise]      # names of the dataset's sources, in label order
-    path:
-      pretrain_network_um: .../um/net_g_latest.pth           # required unless pretrain_network_g is set
-      param_key_um: params
-      pretrain_network_classifier: .../classifier/net_g_latest.pth
-      param_key_classifier: params
-      pretrain_network_targets: {rain: ..., blur: ..., noise: ...}   # optional: theta_d starts at
-                                                                     # (theta_target_d - theta_um) * M_d
-      pretrain_network_g: ~                   # a whole ADS checkpoint (resume, test); then nothing else loads
-    train:
-      condition: true_type                    # or classifier
-      pixel_opt: {type: L1Loss, loss_weight: 1.0}
-    val:
-      condition: classifier                   # or true_type (oracle)
+Options beyond BasicSR's ``SRModel`` (a full example: docs/design.md, "ADSModel options"):
+``network_g`` of type ``ADSNet`` (``backbone``, ``num_degradations``, ``masks``, ``classifier``,
+``degradations``); ``path.pretrain_network_um`` / ``param_key_um`` (required unless
+``pretrain_network_g``, a whole ADS checkpoint, is set), ``pretrain_network_classifier`` /
+``param_key_classifier``, optional ``pretrain_network_targets`` (``theta_d`` starts at
+``(theta_target_d - theta_um) * M_d``); ``train.condition`` and ``val.condition``.
 
 ``train.condition``: ``true_type`` (default) feeds the one-hot of each sample's type label as ``c``, so
-each sample updates only the weights of its own degradation, exactly as the target model ``theta_d``
-was fine-tuned on d alone in step 2, and classifier mistakes early in training cannot send gradients
-to the wrong ``theta_d``; at inference the classifier's softmax takes its place. ``classifier`` trains
-through the (frozen) classifier's softmax, i.e. as the network is used at test time.
+each sample updates only its own ``theta_d``, as the target model was fine-tuned on d alone in step 2;
+``classifier`` trains through the frozen classifier's softmax, as at test time. ``val.condition``:
+``classifier`` (default) or ``true_type`` (oracle).
 
-Checkpoints (``net_g_<iter>.pth``, key ``params``) hold the whole ADSNet state dict: UM weights,
-specific weights, masks and classifier, so ``uniremoval-restore --opt <this file>`` and
-``python -m uniremoval.evaluate`` load them like any other network.
+Checkpoints (``net_g_<iter>.pth``, key ``params``) hold the whole ADSNet state dict (UM weights, specific
+weights, masks and classifier), so ``uniremoval-restore`` and ``python -m uniremoval.evaluate`` load them
+like any other network.
 """
 
 import torch

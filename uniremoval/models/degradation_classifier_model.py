@@ -6,12 +6,11 @@ The degradation classifier (DC) predicts the degradation type of an input image;
 type label that :class:`~uniremoval.data.multi_degradation_dataset.MultiDegradationDataset` gives every
 sample (``label``: the index of its source in ``sources``; ``degradation``: the source name).
 
-Validation reports the overall accuracy, the accuracy of every type and the k x k confusion matrix
-(rows: true type, columns: predicted type), logs them and writes them to
-``<visualization>/confusion_<iter>.json`` and ``.csv`` (atomic writes; ``<iter>`` is the run's name
-under ``basicsr test``). ``self.metric_results`` holds ``accuracy`` (what BasicSR's best-metric tracking
-reads), ``self.best_metric_results[<val name>]['accuracy']`` the best accuracy and its iteration,
-``self.confusion`` the last matrix. ``val.metrics`` is not used (accuracy is not an image metric).
+Validation reports the overall and per-type accuracy and the k x k confusion matrix (rows: true type,
+columns: predicted), logs them and writes (atomically) ``<visualization>/confusion_<iter>.json`` and ``.csv``
+(``<iter>`` is the run's name under ``basicsr test``). ``self.metric_results`` holds ``accuracy`` (what
+BasicSR's best-metric tracking reads), ``self.best_metric_results[<val name>]['accuracy']`` the best and
+its iteration, ``self.confusion`` the last matrix; ``val.metrics`` is not used.
 
 Options::
 

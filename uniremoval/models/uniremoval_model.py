@@ -1,43 +1,28 @@
 """Uni-Removal's training stages as BasicSR models (arXiv 2307.05075, §III-B, §III-C, §III-D).
 
-:class:`UniRemovalKTModel` is the knowledge-transfer stage: k frozen teachers (one MPRNet per
-degradation type) distil into one student MPRNet with
+:class:`UniRemovalKTModel`, knowledge transfer: k frozen MPRNet teachers (one per degradation type, eval
+mode, no autograd, never saved) distil into one student MPRNet with
 
     L_KT = L_pix + lambda_i * L_CL^img + lambda_f(epoch) * L_CL^feat          (Eqs. 1, 3-6)
 
-* ``L_pix`` (Eq. 1, ``train.pixel_opt``): L1 between the student's restored image and the restored
-  image of the teacher of the sample's degradation type.
-* ``L_CL^img`` (Eq. 4, ``train.image_cl_opt``): contrastive loss in VGG-19 feature space; anchor the
-  student's restored image, positive the teacher's restored image, negatives the batch's synthetic
-  degraded inputs (all types, the sample's own input included).
-* ``L_CL^feat`` (Eq. 3, ``train.feature_cl_opt``): contrastive loss on intermediate features; anchor
-  the student's features, positive the teacher's features of the same image, negatives the student's
-  features of the batch's samples of *other* degradation types (same-type samples are masked out).
-  The paper's "small trade-off weight ... gradually reduce[d]": ``lambda_f(epoch) = lambda_f *
-  decay**epoch`` with ``train.feature_cl_decay`` (0.99, §IV-A2).
+* ``L_pix`` (Eq. 1, ``train.pixel_opt``): L1 to the restored image of the sample's own teacher.
+* ``L_CL^img`` (Eq. 4, ``train.image_cl_opt``, VGG-19): anchor the student's output, positive the teacher's,
+  negatives the batch's degraded inputs (all types, its own included).
+* ``L_CL^feat`` (Eq. 3, ``train.feature_cl_opt``): anchor the student's features, positive the teacher's,
+  negatives the student's features of the batch's samples of *other* types.
 
-The weights lambda_i, lambda_f are the losses' ``loss_weight`` options (0.5 and 0.1 in the paper).
-Teachers run in eval mode without autograd and are never optimised or saved with the student.
-Validation reports PSNR/SSIM per degradation type and their mean.
+``lambda_i``, ``lambda_f``: the losses' ``loss_weight`` (paper: 0.5, 0.1); the paper's "small trade-off
+weight ... gradually reduce[d]" is ``lambda_f * decay**epoch``, ``train.feature_cl_decay`` (0.99, §IV-A2).
 
-:class:`UniRemovalDAModel` is the domain-adaptation stage: the KT student is fine-tuned on unpaired
-real degraded images (k labelled types) and real clear images, against a discriminator, with
+:class:`UniRemovalDAModel`, domain adaptation (Eqs. 7-13), fine-tunes it against a discriminator with
 
     L_DA = lambda_adv * L_adv + lambda_idt * L_idt + lambda_i * L_EXCL^img + lambda_f(epoch) * L_EXCL^feat
-                                                                              (Eqs. 7-13)
 
-* ``L_adv`` (Eq. 7, ``train.gan_opt``, BasicSR's ``GANLoss``): the discriminator tells restored real
-  degraded images from real clear images; the student tries to fool it.
-* ``L_idt`` (Eq. 8, ``train.identity_opt``): the student leaves real clear images unchanged (§III-C).
-* ``L_EXCL^img`` (Eq. 11, ``train.image_cl_opt``, extended loss of Eq. 9 in VGG-19 space): anchor the
-  restored real degraded image, positives the batch's restored real clear images, negatives the
-  batch's real degraded inputs of *other* types.
-* ``L_EXCL^feat`` (Eq. 10, ``train.feature_cl_opt``): anchor the degraded image's intermediate
-  features, positives the clear images' features, negatives the features of the batch's degraded
-  images of other types; its weight decays x ``train.feature_cl_decay`` per epoch.
-
-The positives (the student's outputs/features on clear images) are targets: they are detached, so
-the extended losses move the degraded branch toward the clear domain and not the reverse.
+on unpaired real degraded images (k labelled types) and real clear images: ``L_adv`` (Eq. 7,
+``train.gan_opt``), ``L_idt`` (Eq. 8, ``train.identity_opt``: clear images stay unchanged),
+``L_EXCL^img`` (Eq. 11, ``train.image_cl_opt``) and ``L_EXCL^feat`` (Eq. 10, ``train.feature_cl_opt``,
+decaying as above): anchor a restored real degraded image (or its features), positives the batch's
+restored clear images (detached targets), negatives the degraded inputs of other types.
 """
 from collections import OrderedDict
 from copy import deepcopy

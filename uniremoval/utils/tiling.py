@@ -5,48 +5,23 @@ overlapping tiles of an image, in batches, and blends the tile outputs with smoo
 
 Tiling along one axis of length ``L`` with tile size ``t`` (``t = L`` when the image is smaller)
 and overlap ``o``: tiles start every ``t - o`` pixels and the last one is aligned to the end of
-the axis, so every tile has the full size ``t`` (the last one may overlap its neighbour by more
-than ``o``).
+the axis, so every tile has the full size ``t``.
 
-Blending window, per axis and separable (``w(y, x) = w_y(y) * w_x(x)``): on each side of a tile
-that borders another tile (an *inner* edge; image borders are never down-weighted)
+Blending window, per axis and separable (``w(y, x) = w_y(y) * w_x(x)``), at each *inner* edge (one
+that borders another tile; image borders are never down-weighted): weight 0 on the ``margin``
+outermost pixels (default ``overlap // 4``; the network saw zero padding there), then a raised-cosine
+ramp from 0 to 1 over ``overlap - 2 * margin`` pixels, then 1. The accumulated outputs are divided by
+the accumulated weights. Exactly (up to float rounding): one tile covering the image (or
+``tile <= 0``) gives ``fn(img)`` in one call, and a local operator whose receptive field reaches at
+most ``margin`` pixels gives the untiled result.
 
-* the ``margin`` outermost pixels (default ``overlap // 4``) get weight 0: convolutional networks
-  see zero padding there instead of image content, so these pixels are discarded;
-* the next ``overlap - 2 * margin`` pixels follow a raised-cosine (Hann) ramp from 0 to 1;
-* the rest of the tile has weight 1.
-
-For regular neighbours the two ramps sum to 1 (a partition of unity); in every case the
-accumulated outputs are divided by the accumulated weights, and every pixel gets a positive
-total weight. Seams are therefore invisible, and two properties hold exactly (up to float
-rounding):
-
-* when one tile covers the whole image (or ``tile <= 0``), the result is ``fn(img)``: one call;
-* for a local operator whose receptive field reaches at most ``margin`` pixels from its centre
-  (e.g. ``k`` stacked 3x3 convolutions reach ``k`` pixels) the tiled result equals the untiled
-  one, since only pixels whose whole receptive field lies inside their tile have a positive weight.
-
-Networks with global operations (channel attention with global pooling, as in MPRNet) give tiled
-results that differ slightly from whole-image ones; the blending hides the seams.
-
-Alignment (``align``, e.g. 8 for MPRNet): a network that downsamples (bilinear 2x2 averaging in
-MPRNet's U-Nets) or splits its input at fixed fractions (MPRNet: halves and quarters of the
-input, §3 of Zamir et al. 2021) computes a pixel differently depending on its position modulo
-the downsampling factor. With ``align > 1`` the image is first reflect-padded at the bottom/right
-to a multiple of ``align`` (what MPRNet does itself with a whole image), every tile is a multiple
-of ``align`` pixels and starts at a multiple of ``align``: each tile then sees the image on the
-same downsampling grid as the whole-image pass, and no tile is padded inside the network. The
-step between tiles is rounded down to a multiple of ``align``, so the actual overlap may be larger
-than requested (never smaller). What remains is inherent to such a network: each tile is split
-at its own half/quarter lines (the whole image only at its own), and the global pooling sees
-the tile only. Measured with the demo's trained MPRNet rain teacher on real photographs
-(``tests/test_tiling_parity.py``, ``bench/bench_tiling.py``): the differences lie within a few pixels
-of those split lines (up to about 100 grey levels there, under 3 further than 16 pixels away), the
-PSNR against the clean image stays within 0.1 dB with tiles of 128 pixels or more (4K, tiles of
-512: 0.04 dB), and neither a larger overlap (64, 96 instead of 32) nor ``align=8`` reduces them: the
-seams belong to the network, not to the blending (the whole-image output has them at its own centre
-lines: on the test's 256x256 crop the mean error against the clean image on rows 126-129 is 13.1
-grey levels untiled, 10.7 tiled; on the tiled run's split rows 62-65, 12.1 untiled, 14.1 tiled).
+Alignment (``align``, e.g. 8 for MPRNet): the image is first reflect-padded at the bottom/right to a
+multiple of ``align``, and every tile is a multiple of ``align`` pixels and starts at one, so a network
+that downsamples sees each tile on the same grid as the whole image. The step is rounded down to a
+multiple of ``align``, so the actual overlap may be larger than requested (never smaller). Networks
+with global operations (MPRNet's channel attention, its half/quarter splits) still differ slightly
+near each tile's own split lines; why, and how much: docs/design.md, "Tiled inference" and
+docs/findings.md, "Tiling parity".
 """
 import math
 
