@@ -36,13 +36,12 @@ NO_CONTRASTIVE = {'train': {'image_cl_opt': None, 'feature_cl_opt': None}}
 # Table IV, knowledge transfer, from a randomly initialised student (as the paper trains it), synthetic val.
 # A student learning from scratch trains at KT_SCRATCH_LR, the rate of the shipped student's first run
 # (uniremoval.demo.pretrain), not kt_tiny.yml's 2e-4 (the demo fine-tunes the shipped student at a tenth of
-# it): after 60 iterations at 2e-4 the ladder's students were still below their inputs (20.25 dB mean against
-# 20.48); after 300 at 2e-3 (seeds 0-2, the demo's ladder) BKT reached 20.87 +- 0.03 dB and BKT + ICL + FCL
-# 20.89 +- 0.63, and with kt_tiny.yml's contrast augmentation (since it was adopted) 20.90 +- 0.02 and
-# 21.46 +- 0.32.
+# it), at which the ladder's short runs do not get past their inputs.
+# chosen by measurement: docs/findings.md, "Demo teachers and KT student"
 KT_SCRATCH_LR = 2e-3
 # The learning rate each demo stage trains at from random weights: that of the shipped checkpoint's first run
-# (uniremoval.demo.pretrain, whose comments give the measurements): MPRNet's 2e-4 for the dehazing teacher
+# (uniremoval.demo.pretrain; chosen by measurement: docs/findings.md, "Demo teachers and KT student"):
+# MPRNet's 2e-4 for the dehazing teacher
 # (which overfits its four training photos at 2e-3), 2e-3 for the deraining and deblurring teachers and the KT
 # student. ``python -m uniremoval.demo --from-scratch`` uses them too; starting from a shipped checkpoint, a stage
 # fine-tunes at a tenth of its option file's rate instead.

@@ -160,9 +160,8 @@ def seam_ratio(img, reach=(2, 3, 4)):
     two pixel rows (columns) that meet at the middle, divided by the mean of the same medians ``reach``
     further from it; the two axes are averaged. A seam runs the border's whole length, so it raises the
     median; an edge or a rain streak that happens to lie on the middle row or column covers a part of it
-    and does not (the mean along the border, used before, read the streaks lying on the middle column of
-    three rain validation inputs as a seam). A natural image gives about 1; the ground truth's ratio is
-    the reference.
+    and does not (a mean along the border would read such streaks as a seam: docs/findings.md, "Demo
+    teachers and KT student"). A natural image gives about 1; the ground truth's ratio is the reference.
     """
     img = np.asarray(img, dtype=np.float64)
     ratios = []
