@@ -184,8 +184,25 @@ def test_report_goals_first_ladders_and_html(tmp_path):
     assert '| KT student | 13.00 / 0.500 | 14.00 / 0.600 | 15.00 / 0.700 | 14.00 |' in md
     assert 'Domain-adaptation ladder' not in md and '![haze real](grid_real_haze.png)' in md
     page = (tmp_path / 'report.html').read_text()
-    assert '<td>13.00 / 0.500</td>' in page and '<img src="grid_synthetic_blur.png"' in page
+    assert '<td>13.00 / 0.500</td>' in page and '<img alt="blur synthetic" src="grid_synthetic_blur.png">' in page
     assert page.count('<table>') == sum(line.startswith('|---') for line in md.splitlines())
+    assert '<code>replicate</code>' in page and '`' not in page  # every code span rendered
+
+
+def test_markdown_to_html_renders_inline_markup_in_tables_and_escapes_text():
+    lines = ['# Report & <notes>', '', 'first line, x < 3 & y > 2 <b>not bold</b>', 'second line', '',
+             '| | haze | mean |', '|---|---|---|', '| **mean** | `seam_ratio` | [docs](docs/findings.md) |',
+             '| KT student | 13.00 / 0.500 | 14.00 |', '', '![loss curves](curves.png)', '', '* a', '* b']
+    page = report.markdown_to_html(lines)
+    assert page.startswith('<!doctype html><meta charset="utf-8"><title>uniremoval demo</title><style>')
+    assert '<h1>Report &amp; &lt;notes&gt;</h1>' in page
+    assert '<p>first line, x &lt; 3 &amp; y &gt; 2 &lt;b&gt;not bold&lt;/b&gt;<br>\nsecond line</p>' in page
+    table = page[page.index('<table>'):page.index('</table>')]
+    assert table.count('<tr>') == 3 and table.count('<th>') == 3 and table.count('<td>') == 6
+    assert '<td><strong>mean</strong></td>' in table and '<td><code>seam_ratio</code></td>' in table
+    assert '<td><a href="docs/findings.md">docs</a></td>' in table and '<td>13.00 / 0.500</td>' in table
+    assert '<p><img alt="loss curves" src="curves.png"></p>' in page and '<li>b</li>' in page
+    assert '**' not in page and '`' not in page and '](' not in page
 
 
 def test_grid_images_are_at_least_192_pixels_and_labelled(tmp_path):
@@ -309,7 +326,7 @@ def test_teacher_followed_counts_the_nearest_teacher_and_the_cost(tmp_path):
 
 
 def test_scores_are_basicsr_metrics_on_uint8_bgr_images(tmp_path):
-    """score_networks (via uniremoval.evaluate.score_images) gives the means of BasicSR's functions, crop 0, RGB."""
+    """score_networks (via metrics.scoring.score_images) gives the means of BasicSR's functions, crop 0, RGB."""
     images = _write_val_pairs(tmp_path)
     scores, outputs = pipeline.score_networks({'half': lambda x: x * 0.5}, str(tmp_path), 'val', no_reference=True)
     assert list(scores) == list(outputs)[:2] == ['input', 'half'] and list(outputs)[2] == 'ground truth'

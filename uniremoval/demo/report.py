@@ -2,13 +2,13 @@
 
 :func:`write_report` turns the results dict of :func:`uniremoval.demo.pipeline.run_demo` into
 Markdown tables (:func:`markdown_table`) and converts that Markdown to a standalone HTML page
-(:func:`markdown_to_html`, the report's small subset only); :func:`save_grid` and
+(:func:`markdown_to_html`, Python-Markdown); :func:`save_grid` and
 :func:`save_curves` write the PNGs the report shows.
 """
-import html
 from os import path as osp
 
 import cv2
+import markdown
 import numpy as np
 
 from uniremoval.demo.options import NO_REFERENCE
@@ -16,6 +16,10 @@ from uniremoval.demo.shipped import training_runs
 from uniremoval.utils.atomic_io import atomic_open
 
 GRID_MIN_SIZE = 192  # each image of the grids is shown at least this large (nearest-neighbour upscaling)
+STYLE = ('body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}'
+         'td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}'
+         'td:first-child,th:first-child{text-align:left}code{background:#f4f4f4;padding:0 2px}'
+         'img{image-rendering:pixelated;max-width:100%}')
 
 
 def _label_bar(labels, width, height=28):
@@ -109,37 +113,16 @@ def ladder_table(summary, kinds, metrics):
 
 
 def markdown_to_html(lines):
-    """The report's small Markdown subset (headings, paragraphs, tables, images) as an HTML page."""
-    out, table = [], []
+    """Markdown lines as a standalone HTML page (Python-Markdown: tables; a line break stays a line break).
 
-    def flush_table():
-        if table:
-            rows = [[html.escape(c.strip()) for c in line.strip('|').split('|')] for line in table
-                    if not set(line) <= set('|-')]
-            out.append('<table>' + ''.join(
-                '<tr>' + ''.join(f'<{"th" if i == 0 else "td"}>{c}</{"th" if i == 0 else "td"}>' for c in row) + '</tr>'
-                for i, row in enumerate(rows)) + '</table>')
-            table.clear()
-
-    for line in lines:
-        if line.startswith('|'):
-            table.append(line)
-            continue
-        flush_table()
-        if line.startswith('#'):
-            level = len(line) - len(line.lstrip('#'))
-            out.append(f'<h{level}>{html.escape(line[level:].strip())}</h{level}>')
-        elif line.startswith('!['):
-            src = line[line.index('(') + 1:line.rindex(')')]
-            out.append(f'<p><img src="{html.escape(src)}" alt="{html.escape(src)}"></p>')
-        elif line.strip():
-            out.append(f'<p>{html.escape(line)}</p>')
-    flush_table()
-    style = ('body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}'
-             'td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}'
-             'img{image-rendering:pixelated;max-width:100%}')
-    return f'<!doctype html><meta charset="utf-8"><title>uniremoval demo</title><style>{style}</style>\n' + \
-        '\n'.join(out) + '\n'
+    Raw HTML is not passed through: the report's text (option names, file names, captions) is escaped.
+    Images stay relative links, so the page shows the PNGs written beside it.
+    """
+    md = markdown.Markdown(extensions=['tables', 'nl2br'], output_format='html')
+    md.preprocessors.deregister('html_block')
+    md.inlinePatterns.deregister('html')
+    return f'<!doctype html><meta charset="utf-8"><title>uniremoval demo</title><style>{STYLE}</style>\n' + \
+        md.convert('\n'.join(lines)) + '\n'
 
 
 SEAM_CAPTION = ('Seam ratio: the median step across the middle row and column of an image, where MPRNet\'s '
