@@ -16,11 +16,11 @@ def read_requirements():
 
 
 def read_version():
-    with open(osp.join(HERE, 'uniremoval', '__init__.py'), encoding='utf-8') as f:
+    with open(osp.join(HERE, 'uniremoval', 'version.py'), encoding='utf-8') as f:
         for line in f:
             if line.startswith('__version__'):
                 return line.split('=')[1].strip().strip("'\"")
-    raise RuntimeError('uniremoval/__init__.py defines no __version__')
+    raise RuntimeError('uniremoval/version.py defines no __version__')
 
 
 setup(
@@ -49,11 +49,12 @@ setup(
     },
     entry_points={
         'console_scripts': [
-            'basicsr = uniremoval.cli:main',
-            'uniremoval-restore = uniremoval.restore:main',
-            'uniremoval-export-onnx = uniremoval.onnx_export:main',
-            'uniremoval-ads-select = uniremoval.ads_select:main',
-            'uniremoval-ads-compare = uniremoval.ads_compare:main',
+            'basicsr = uniremoval.commands.basicsr_cli:main',
+            'uniremoval-restore = uniremoval.commands.restore:main',
+            'uniremoval-evaluate = uniremoval.commands.evaluate:main',
+            'uniremoval-export-onnx = uniremoval.commands.export_onnx:main',
+            'uniremoval-ads-select = uniremoval.commands.ads_select:main',
+            'uniremoval-ads-compare = uniremoval.commands.ads_compare:main',
         ],
     },
     classifiers=[

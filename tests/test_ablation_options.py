@@ -15,7 +15,7 @@ import torch
 import uniremoval  # noqa: F401  (compat shim + registration before any basicsr import)
 from basicsr.models.lr_scheduler import CosineAnnealingRestartLR
 from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
-from uniremoval.evaluate import parse_eval_options
+from uniremoval.evaluation import parse_eval_options
 from uniremoval.options import OptionsError, load_option_file, parse_options
 from conftest import REPO
 

@@ -139,8 +139,8 @@ def test_per_sample_condition_equals_naive_merge(layer):
     grads = torch.autograd.grad(out.square().sum(), conv.specific_parameters())
     conv.condition = c
     naive_grads = torch.autograd.grad(naive_conv(conv, x, c).square().sum(), conv.specific_parameters())
-    for g, ng in zip(grads, naive_grads):
-        torch.testing.assert_close(g, ng, rtol=1e-4, atol=1e-5)
+    for g, ng in zip(grads, naive_grads):  # float32 sums in another order: tolerance relative to the largest
+        torch.testing.assert_close(g, ng, rtol=1e-4, atol=1e-5 * max(1.0, float(ng.abs().max())))
     conv.condition = None
 
 

@@ -10,8 +10,9 @@ from test_ads_model import BACKBONE, CLASSIFIER, KINDS, rbn_dataset, write_rbn
 
 import uniremoval  # noqa: F401  (compat shim + registration before BasicSR is used)
 from basicsr.archs import build_network
-from uniremoval import ads_compare, ads_select
+from uniremoval.ads import compare_workflow
 from uniremoval.ads.selection import load_masks, maskable_convs, num_selected_filters
+from uniremoval.commands import ads_select
 
 CHANGED_LAYER, CHANGED_FILTER = 'intro', 3
 
@@ -109,8 +110,8 @@ def test_select_reports_missing_targets(setup, tmp_path, capsys):
 
 def test_verdict_rule():
     a, b = {'mean': 30.0, 'std': 0.1}, {'mean': 29.8, 'std': 0.05}
-    assert ads_compare.verdict(a, b) == 'holds' and ads_compare.verdict(b, a) == 'reversed'
-    assert ads_compare.verdict({'mean': 30.0, 'std': 0.3}, b) == 'no difference'
+    assert compare_workflow.verdict(a, b) == 'holds' and compare_workflow.verdict(b, a) == 'reversed'
+    assert compare_workflow.verdict({'mean': 30.0, 'std': 0.3}, b) == 'no difference'
 
 
 def test_compare_writes_the_slides_table(setup, tmp_path):
@@ -120,8 +121,8 @@ def test_compare_writes_the_slides_table(setup, tmp_path):
     path = str(tmp_path / 'cmp.yml')
     yaml.safe_dump(cmp, open(path, 'w'))
     opt = yaml.safe_load(open(path))
-    ads_compare.check_compare_options(opt, path)
-    results = ads_compare.run_compare(opt, root=str(tmp_path), log=lambda *_: None)
+    compare_workflow.check_compare_options(opt, path)
+    results = compare_workflow.run_compare(opt, root=str(tmp_path), log=lambda *_: None)
     md = open(osp.join(str(tmp_path), 'results', 'cmp_test', 'table.md')).read()
     main, oracle = md.split('## With the true degradation type as c')
     rows = [line.split('|')[1].strip() for line in main.splitlines() if line.startswith('| ')]

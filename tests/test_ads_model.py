@@ -206,7 +206,7 @@ def test_checkpoint_round_trip_restore_and_evaluate(tmp_path, rbn, ads_parts):
         assert torch.equal(fresh(x, torch.tensor([1, 2])), model.net_g(x, torch.tensor([1, 2])))
 
     # uniremoval-restore with the training option file
-    from uniremoval.restore import main as restore_main
+    from uniremoval.commands.restore import main as restore_main
     opt_file = ads_options(tmp_path, rbn, ads_parts)
     img_path = osp.join(rbn['val'], 'rain', 'lq', '0000.png')
     out_dir = osp.join(str(tmp_path), 'restored')
@@ -216,7 +216,7 @@ def test_checkpoint_round_trip_restore_and_evaluate(tmp_path, rbn, ads_parts):
     np.testing.assert_array_equal(restored, restore_image(fresh, read_image(img_path)))
 
     # uniremoval.evaluate with an ADS column
-    from uniremoval.evaluate import evaluate_pipeline
+    from uniremoval.commands.evaluate import evaluate_pipeline
     eval_opt = {'name': 'eval_ads', 'num_gpu': 0, 'pixel_range': [0, 1], 'network_g': network_opt,
                 'checkpoints': [{'name': 'ADS', 'path': ckpt, 'param_key': 'params'}],
                 'datasets': {k: {'name': f'val_{k}', 'type': 'PairedImageDataset', 'io_backend': {'type': 'disk'},
@@ -229,7 +229,7 @@ def test_checkpoint_round_trip_restore_and_evaluate(tmp_path, rbn, ads_parts):
     evaluate_pipeline(['-opt', eval_file], root_path=str(tmp_path))
     with open(osp.join(str(tmp_path), 'results', 'eval_ads', 'table.json')) as f:
         table = json.load(f)
-    from uniremoval.ads_compare import load_rows, score_network
+    from uniremoval.ads.compare_workflow import load_rows, score_network
     rows = load_rows({k: dict(eval_opt['datasets'][k]) for k in KINDS})
     expected = score_network(fresh, rows, eval_opt['metrics'])
     for row in table['rows']:

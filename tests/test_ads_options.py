@@ -9,9 +9,9 @@ import torch
 
 import uniremoval  # noqa: F401  (compat shim + registration before BasicSR is used)
 from basicsr.archs import build_network
-from uniremoval.ads.selection import encoder_only_scores, parameter_overhead, random_scores, select_top_q
-from uniremoval.ads_compare import COMPARE_DEFAULTS
-from uniremoval.ads_select import METHODS, SELECT_DEFAULTS
+from uniremoval.ads.compare_workflow import COMPARE_DEFAULTS
+from uniremoval.ads.select_workflow import SELECT_DEFAULTS
+from uniremoval.ads.selection import METHODS, encoder_only_scores, parameter_overhead, random_scores, select_top_q
 from uniremoval.options import load_option_file, parse_options
 from conftest import DEMO_CONFIGS, REPO
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from uniremoval.cli import main as cli_main
+from uniremoval.commands.basicsr_cli import main as cli_main
 from uniremoval.data.data_util import DataCheckError, check_dataset_files, image_size
 from uniremoval.data.multi_degradation_dataset import MultiDegradationDataset
 from uniremoval.options import OptionsError, parse_options

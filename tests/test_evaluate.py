@@ -18,11 +18,12 @@ import uniremoval  # noqa: F401  (compat shim + registration)
 from basicsr.archs import build_network
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.utils import img2tensor, tensor2img
-from uniremoval.evaluate import evaluate_pipeline, main, parse_eval_options
+from uniremoval.commands.evaluate import evaluate_pipeline, main
+from uniremoval.evaluation import parse_eval_options
 from uniremoval.metrics.piqe_metric import calculate_piqe
 from uniremoval.options import OptionsError, load_option_file
 from uniremoval.utils.tiling import tiled_forward
-from conftest import REPO, write_pairs
+from conftest import DEMO_CONFIGS, REPO, write_pairs
 
 TINY = {'type': 'MPRNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'num_cab': 2}
 SIZE = 32
@@ -271,10 +272,11 @@ def test_bad_options(setup, tmp_path, change, message):
     assert message in str(err.value) and path in str(err.value)
 
 
-@pytest.mark.parametrize('name', ['eval_paired.yml', 'eval_real.yml', 'demo/eval_tiny.yml'])
-def test_shipped_option_files_parse_up_to_checkpoints(name):
+@pytest.mark.parametrize('path', [osp.join(REPO, 'options', 'eval_paired.yml'),
+                                  osp.join(REPO, 'options', 'eval_real.yml'),
+                                  osp.join(DEMO_CONFIGS, 'eval_tiny.yml')], ids=osp.basename)
+def test_shipped_option_files_parse_up_to_checkpoints(path):
     """The shipped files are valid; only their placeholder checkpoints may be missing."""
-    path = osp.join(REPO, 'options', name)
     opt = load_option_file(path)
     assert opt['checkpoints'] and opt['datasets'] and opt['metrics']
     try:

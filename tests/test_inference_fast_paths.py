@@ -13,10 +13,10 @@ import yaml
 
 import uniremoval  # noqa: F401  (registration)
 from basicsr.archs import build_network
+from uniremoval.commands.restore import main
 from uniremoval.demo.shipped import CHECKPOINT_DIR, checkpoint_file
 from uniremoval.options import load_option_file
 from uniremoval.restoration import load_network, network_function, restore_image
-from uniremoval.restore import main
 from uniremoval.utils.tiling import tiled_forward
 
 CHANNELS_LAST_TOLERANCE = 1e-5

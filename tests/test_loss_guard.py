@@ -10,7 +10,7 @@ import torch
 
 from basicsr.archs import build_network
 from basicsr.models import build_model
-from uniremoval.cli import main as cli_main
+from uniremoval.commands.basicsr_cli import main as cli_main
 from uniremoval.models.model_mixins import NonFiniteLossError, check_finite_losses
 from uniremoval.options import parse_options
 from conftest import DEMO_CONFIGS, TINY_TEACHER_OPT, tiny_teacher_options

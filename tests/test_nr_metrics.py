@@ -4,7 +4,7 @@ The references below are written the MATLAB way (per-block loops, per-output-pix
 per-support-vector kernel sums, 2-D correlation) and share no code with the vectorised metrics.
 The TID2013 check against MATLAB's published values needs images we cannot ship (pyiqa's wheel
 is PolyForm Noncommercial); it is run by ``bench/bench_nr_metrics.py --tid2013 DIR``, and its
-numbers are in the metric modules' docstrings.
+numbers are in docs/findings.md ("No-reference metrics").
 """
 import math
 from os import path as osp

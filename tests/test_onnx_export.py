@@ -14,13 +14,13 @@ from torch import nn
 import uniremoval  # noqa: F401  (registration)
 from basicsr.archs import build_network
 from uniremoval.ads.selection import random_scores, select_top_q
+from uniremoval.commands.export_onnx import main as export_main
+from uniremoval.commands.restore import main as restore_main
 from uniremoval.demo.shipped import CHECKPOINT_DIR, checkpoint_file
-from uniremoval.onnx_export import PARITY_TOLERANCE, OnnxNetwork, RestorationGraph, example_size, export_onnx
-from uniremoval.onnx_export import main as export_main
-from uniremoval.onnx_export import max_abs_difference
+from uniremoval.onnx_export import (PARITY_TOLERANCE, OnnxNetwork, RestorationGraph, example_size, export_onnx,
+                                    max_abs_difference)
 from uniremoval.options import load_option_file
 from uniremoval.restoration import load_network, network_function, restore_image
-from uniremoval.restore import main as restore_main
 
 NAFNET = {'type': 'NAFNet', 'img_channel': 3, 'width': 8, 'middle_blk_num': 1, 'enc_blk_nums': [1, 1],
           'dec_blk_nums': [1, 1]}

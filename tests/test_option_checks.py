@@ -8,7 +8,7 @@ from os import path as osp
 import pytest
 import yaml
 
-from uniremoval.cli import main as cli_main
+from uniremoval.commands.basicsr_cli import main as cli_main
 from uniremoval.options import OptionsError, check_options, load_option_file, parse_options
 from conftest import REPO, run_cli, tiny_teacher_options
 

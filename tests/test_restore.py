@@ -1,5 +1,5 @@
 """Tiled inference (uniremoval.utils.tiling), the restoration library (uniremoval.restoration) and the
-uniremoval-restore command (uniremoval.restore)."""
+uniremoval-restore command (uniremoval.commands.restore)."""
 import os
 import subprocess
 import sys
@@ -14,8 +14,8 @@ from torch import nn
 
 import uniremoval  # noqa: F401  (compat shim + registration)
 from basicsr.archs import build_network
+from uniremoval.commands.restore import main
 from uniremoval.restoration import SetupError, load_network, restore_image
-from uniremoval.restore import main
 from uniremoval.utils.tiling import edge_window, tiled_forward
 
 TINY_MPRNET = {'type': 'MPRNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'num_cab': 2}
@@ -306,8 +306,8 @@ def test_cli_unwritable_output_folder_exits_2_before_processing(tiny_model, tmp_
     for i in range(3):
         _write(src / f'{i}.png', np.zeros((16, 16, 3), np.uint8))
     calls = []
-    monkeypatch.setattr('uniremoval.restore.restore_image', lambda *a, **k: calls.append(a))
-    monkeypatch.setattr('uniremoval.restore.load_network', lambda *a, **k: calls.append(a))
+    monkeypatch.setattr('uniremoval.commands.restore.restore_image', lambda *a, **k: calls.append(a))
+    monkeypatch.setattr('uniremoval.commands.restore.load_network', lambda *a, **k: calls.append(a))
 
     read_only = tmp_path / 'read_only'
     read_only.mkdir()

@@ -13,8 +13,9 @@ import torch
 import yaml
 
 from basicsr.archs import build_network
-from uniremoval import evaluate, restore
-from uniremoval.cli import main as cli_main
+from uniremoval import evaluation
+from uniremoval.commands import evaluate, restore
+from uniremoval.commands.basicsr_cli import main as cli_main
 from uniremoval.options import OptionsError, apply_force_yml, load_option_file
 from uniremoval.utils import atomic_io
 from uniremoval.utils.checkpoint import atomic_torch_save
@@ -118,7 +119,7 @@ def test_yaml_python_tags_are_refused(tmp_path):
                                   '.hidden.png'])
 def test_evaluate_output_names_stay_in_the_folder(tmp_path, name):
     save_dir = str(tmp_path / 'out' / 'col' / 'row')
-    out = evaluate.output_path(save_dir, name)
+    out = evaluation.output_path(save_dir, name)
     assert osp.dirname(out) == save_dir and osp.basename(out).endswith('.png')
     assert not osp.basename(out).startswith('.')
 
@@ -126,7 +127,7 @@ def test_evaluate_output_names_stay_in_the_folder(tmp_path, name):
 def test_evaluate_writes_restorations_only_inside_the_folder(tmp_path):
     save_dir = str(tmp_path / 'a' / 'b')
     loader = [{'lq': torch.rand(1, 3, 8, 8), 'lq_path': [p]} for p in ('../../escape.png', '/abs/y.png', 'ok.png')]
-    evaluate.score_set(loader, {}, None, desc='t', save_dir=save_dir)
+    evaluation.score_set(loader, {}, None, desc='t', save_dir=save_dir)
     assert sorted(os.listdir(save_dir)) == ['escape.png', 'ok.png', 'y.png']
     assert sorted(os.listdir(tmp_path)) == ['a'] and os.listdir(tmp_path / 'a') == ['b']
 

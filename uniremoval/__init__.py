@@ -7,9 +7,8 @@ metric module of the package so they register in BasicSR's registries
 ``METRIC_REGISTRY``).
 """
 from uniremoval import compat
+from uniremoval.version import __version__  # noqa: F401
 
 compat.install()
 
 from uniremoval import archs, data, losses, metrics, models  # noqa: E402,F401  (registration side effects)
-
-__version__ = '0.1.0'

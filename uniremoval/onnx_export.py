@@ -7,7 +7,7 @@
   other than the final one are dropped).
 * :class:`OnnxNetwork` runs such a file with ONNX Runtime and is a drop-in ``net`` for
   :func:`uniremoval.restoration.restore_image` (``uniremoval-restore --engine onnxruntime``).
-* ``uniremoval-export-onnx`` (:func:`main`) exports a checkpoint and checks the file against PyTorch.
+* ``uniremoval-export-onnx`` (:mod:`uniremoval.commands.export_onnx`) exports a checkpoint and checks it.
 
 Dynamic sizes: the networks pad their input to a multiple of their downsampling factor themselves
 (:func:`uniremoval.utils.padding.pad_to_multiple`: MPRNet 8, NAFNet ``padder_size``, MSBDN 16), then
@@ -24,11 +24,9 @@ as the PyTorch networks do, before running them, and crops the result (:func:`sm
 Requires the optional dependencies ``onnx`` and ``onnxruntime`` (``pip install uniremoval[onnx]``);
 imported only when used.
 """
-import argparse
 import io
 import json
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -36,6 +34,7 @@ import torch
 from torch import nn
 
 from uniremoval.utils.atomic_io import atomic_open
+from uniremoval.utils.errors import UsageError
 from uniremoval.utils.padding import pad_to_multiple
 from uniremoval.utils.pixel_range import final_output, from_network_range, to_network_range
 
@@ -47,7 +46,7 @@ METADATA_KEY = 'uniremoval'
 PARITY_TOLERANCE = 1e-4
 
 
-class OnnxSetupError(RuntimeError):
+class OnnxSetupError(UsageError, RuntimeError):
     """ONNX export or ONNX Runtime cannot be used (missing package, unreadable file, bad provider)."""
 
 
@@ -263,60 +262,3 @@ def max_abs_difference(net, onnx_net, sizes, pixel_range=(0.0, 1.0), seed=0):
             reference = graph(x)
         worst = max(worst, (onnx_net(x) - reference).abs().max().item())
     return worst
-
-
-# ------------------------------------------------------------------------------------------
-# Command line
-# ------------------------------------------------------------------------------------------
-def build_arg_parser():
-    parser = argparse.ArgumentParser(
-        prog='uniremoval-export-onnx',
-        description='Export a trained restoration network (MPRNet, NAFNet, MSBDN, CNN-ADS, ...) to ONNX with '
-        'dynamic height and width, and check it against PyTorch.',
-        epilog='Exit status: 0 exported (and within the tolerance), 1 exported but the check failed, 2 setup error.')
-    parser.add_argument('-w', '--weights', help='checkpoint (.pth); default: path:pretrain_network_g of --opt')
-    parser.add_argument('--opt', help='BasicSR option file: its network_g and pixel_range are used '
-                        '(default: MPRNet 40/20/16, num_cab 8, pixel range [0, 1])')
-    parser.add_argument('--param-key', help='checkpoint entry (default params_ema, falling back to params)')
-    parser.add_argument('--pixel-range', choices=['0,1', '-1,1'], metavar='{0,1 | -1,1}',
-                        help='network pixel range (overrides --opt; default 0,1)')
-    parser.add_argument('-o', '--output', required=True, help='the .onnx file to write')
-    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help=f'ONNX opset (default {DEFAULT_OPSET})')
-    parser.add_argument('--tolerance', type=float, default=PARITY_TOLERANCE,
-                        help=f'largest allowed |ONNX Runtime - PyTorch| of the check (default {PARITY_TOLERANCE})')
-    parser.add_argument('--no-check', action='store_true', help='skip the check against PyTorch')
-    return parser
-
-
-def main(argv=None):
-    """Run ``uniremoval-export-onnx``; returns the exit status."""
-    from uniremoval.options import OptionsError
-    from uniremoval.restoration import SetupError, load_network, resolve_network_settings
-
-    args = build_arg_parser().parse_args(argv)
-    try:
-        if not args.output.lower().endswith('.onnx'):
-            raise SetupError(f'-o {args.output}: expected a file name ending in .onnx')
-        network_opt, pixel_range, checkpoint, param_key = resolve_network_settings(
-            args.opt, args.weights, args.param_key, args.pixel_range)
-        net = load_network(checkpoint, network_opt, param_key, 'cpu')
-        started = time.perf_counter()
-        meta = export_onnx(net, args.output, pixel_range, args.opset)
-    except (SetupError, OptionsError, OnnxSetupError, OSError, RuntimeError, KeyError) as e:
-        print(f'uniremoval-export-onnx: error: {e}', file=sys.stderr)
-        return 2
-    print(f'wrote {args.output} ({meta["network"]}, size multiple {meta["size_multiple"]}, '
-          f'{time.perf_counter() - started:.1f} s)')
-    if args.no_check:
-        return 0
-    multiple, smallest = meta['size_multiple'], meta['min_size']
-    sizes = [(smallest + multiple + 3, smallest + 2 * multiple + 5), (smallest + 3 * multiple, smallest + multiple)]
-    worst = max_abs_difference(net, OnnxNetwork(args.output), sizes, pixel_range)
-    ok = worst <= args.tolerance
-    print(f'check: max |onnxruntime - pytorch| = {worst:.2e} at sizes {sizes} '
-          f'({"within" if ok else "ABOVE"} the tolerance {args.tolerance:g})')
-    return 0 if ok else 1
-
-
-if __name__ == '__main__':
-    sys.exit(main())

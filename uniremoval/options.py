@@ -26,10 +26,17 @@ import yaml
 
 from basicsr.utils import set_random_seed
 from uniremoval.utils.dist_util import get_dist_info, init_dist_from_options
+from uniremoval.utils.errors import UsageError
+from uniremoval.version import __version__
 
 
-class OptionsError(ValueError):
+class OptionsError(UsageError, ValueError):
     """An option file or command-line override is invalid; the message names the file and key."""
+
+
+def fail_option(path, message):
+    """Raise :class:`OptionsError` as ``Option file <path>: <message>``."""
+    raise OptionsError(f'Option file {path}: {message}')
 
 
 class SafeOptionLoader(yaml.SafeLoader):
@@ -106,7 +113,8 @@ def build_arg_parser(is_train):
     parser = argparse.ArgumentParser(
         prog='basicsr train' if is_train else 'basicsr test',
         description=('Train' if is_train else 'Test') + ' a BasicSR model with the uniremoval plugin loaded.')
-    parser.add_argument('-opt', type=str, required=True, help='Path to option YAML file.')
+    parser.add_argument('-opt', '--opt', dest='opt', type=str, required=True, help='Path to option YAML file.')
+    parser.add_argument('--version', action='version', version=f'%(prog)s (uniremoval) {__version__}')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
     parser.add_argument('--auto_resume', action='store_true', help='resume from the latest training state')
     parser.add_argument('--debug', action='store_true')

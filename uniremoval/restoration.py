@@ -16,8 +16,8 @@
 * :func:`read_image`, :func:`write_image` and :func:`list_images` read (unchanged), write (atomically,
   in the format of the extension) and list image files.
 
-The command line, with output planning and logging, is :mod:`uniremoval.restore`; the evaluation
-(:mod:`uniremoval.evaluate`) and the demo use this module. Problems with the network options or the
+The command line, with output planning and logging, is :mod:`uniremoval.commands.restore`; the evaluation
+(:mod:`uniremoval.evaluation`) and the demo use this module. Problems with the network options or the
 checkpoint raise :class:`SetupError`.
 """
 import logging
@@ -32,6 +32,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from uniremoval.options import load_option_file
 from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.checkpoint import load_state_dict_file
+from uniremoval.utils.errors import UsageError
 from uniremoval.utils.pixel_range import final_output, from_network_range, parse_pixel_range, to_network_range
 from uniremoval.utils.state_dict_check import StateDictMismatchError, check_state_dict
 from uniremoval.utils.tiling import tiled_forward
@@ -46,7 +47,7 @@ DEFAULT_NETWORK = {'type': 'MPRNet', 'n_feat': 40, 'scale_unetfeats': 20, 'scale
 logger = logging.getLogger('uniremoval.restoration')
 
 
-class SetupError(RuntimeError):
+class SetupError(UsageError, RuntimeError):
     """A problem with the network options or the checkpoint (for ``uniremoval-restore`` also with its
     arguments): exit status 2 of the command."""
 

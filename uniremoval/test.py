@@ -17,6 +17,7 @@ from basicsr.models import build_model
 from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_dirs
 from basicsr.utils.options import dict2str
 from uniremoval.options import parse_options
+from uniremoval.utils.errors import run_command
 
 
 def test_pipeline(args=None, root_path=None):
@@ -55,9 +56,9 @@ def test_pipeline(args=None, root_path=None):
     return results
 
 
-def main(argv=None):
-    from uniremoval.cli import run_reporting_errors
-    return run_reporting_errors(test_pipeline, argv, 'python -m uniremoval.test')
+def main(argv=None, prog='python -m uniremoval.test'):
+    """Test from command-line flags under the error policy of :mod:`uniremoval.utils.errors`; the exit status."""
+    return run_command(test_pipeline, argv, prog)
 
 
 if __name__ == '__main__':

@@ -38,6 +38,7 @@ from basicsr.utils.options import copy_opt_file, dict2str
 from uniremoval.options import parse_options
 from uniremoval.utils.checkpoint import STATE_FILE, capture_rng_state, find_resumable_state, restore_rng_state
 from uniremoval.utils.dist_util import broadcast_object
+from uniremoval.utils.errors import run_command
 
 
 def find_latest_state(state_dir):
@@ -280,10 +281,10 @@ def train_pipeline(args=None, root_path=None, on_log=None):
     return model
 
 
-def main(argv=None):
-    from uniremoval.cli import run_reporting_errors  # the command's error reporting, shared with `basicsr train`
-    sys.exit(run_reporting_errors(train_pipeline, argv, 'python -m uniremoval.train'))
+def main(argv=None, prog='python -m uniremoval.train'):
+    """Train from command-line flags under the error policy of :mod:`uniremoval.utils.errors`; the exit status."""
+    return run_command(train_pipeline, argv, prog)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

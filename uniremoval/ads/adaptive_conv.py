@@ -60,6 +60,37 @@ def filter_size(conv):
     return conv.weight[0].numel()
 
 
+def maskable_convs(net):
+    """``{name: conv}`` of every maskable convolution of ``net`` in module order (plain ``nn.Conv2d``
+    with groups 1 or depthwise, and already converted :class:`AdaptiveConv2d` layers)."""
+    convs = {}
+    for name, module in net.named_modules():
+        if is_maskable_conv(module):
+            convs[name] = module
+    return convs
+
+
+def check_masks(masks, net, what='masks'):
+    """Raise a clear error unless ``masks`` (``{layer: indices}``) names maskable convolutions of ``net``
+    with unique indices in ``[0, C_out)``."""
+    convs = maskable_convs(net)
+    for name, idx in masks.items():
+        if name not in convs:
+            raise KeyError(f'{what}: layer {name!r} is not a maskable convolution of {type(net).__name__} '
+                           f'(it has {len(convs)}, e.g. {list(convs)[:3]})')
+        idx = torch.as_tensor(idx)
+        if idx.dim() != 1 or (idx.numel() and idx.dtype not in (torch.int64, torch.int32)):
+            raise ValueError(f'{what}: indices of {name!r} must be a 1-D integer tensor, got {idx.dtype} '
+                             f'{tuple(idx.shape)}')
+        if idx.numel():
+            c_out = convs[name].out_channels
+            if int(idx.min()) < 0 or int(idx.max()) >= c_out:
+                raise ValueError(f'{what}: indices of {name!r} must lie in [0, {c_out}), got '
+                                 f'[{int(idx.min())}, {int(idx.max())}]')
+            if idx.unique().numel() != idx.numel():
+                raise ValueError(f'{what}: indices of {name!r} contain duplicates')
+
+
 class AdaptiveConv2d(nn.Conv2d):
     """A UM convolution plus degradation-specific output filters (CNN-ADS, slides step 4).
 
@@ -264,8 +295,6 @@ def convert_to_adaptive(net, masks, num_degradations, init='zero', degradations=
     Returns:
         dict[str, AdaptiveConv2d]: the converted layers by name.
     """
-    from uniremoval.ads.selection import check_masks  # selection imports this module
-
     k = int(num_degradations)
     masks = _normalise_masks(masks, k, degradations)
     for d, layer_masks in enumerate(masks):

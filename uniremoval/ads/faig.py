@@ -40,7 +40,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from uniremoval.ads.selection import maskable_convs
+from uniremoval.ads.adaptive_conv import maskable_convs
 from uniremoval.utils.pixel_range import final_output
 
 _LOSSES = {'mse': F.mse_loss, 'l1': F.l1_loss}

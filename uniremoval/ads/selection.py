@@ -40,22 +40,19 @@ from fractions import Fraction
 
 import torch
 
-from uniremoval.ads.adaptive_conv import AdaptiveConv2d, filter_size, is_maskable_conv
+from uniremoval.ads.adaptive_conv import AdaptiveConv2d, check_masks, filter_size, maskable_convs
+from uniremoval.ads.faig import faig_scores
 from uniremoval.utils.atomic_io import atomic_open
 
 MASK_FORMAT = 'uniremoval-ads-masks/1'
 MASK_UNIT = 'output_filter'
 _REQUIRED_KEYS = ('format', 'unit', 'q', 'method', 'degradations', 'masks', 'scores')
-
-
-def maskable_convs(net):
-    """``{name: conv}`` of every maskable convolution of ``net`` in module order (plain ``nn.Conv2d``
-    with groups 1 or depthwise, and already converted :class:`AdaptiveConv2d` layers)."""
-    convs = {}
-    for name, module in net.named_modules():
-        if is_maskable_conv(module):
-            convs[name] = module
-    return convs
+#: The selection methods of the slides' comparison table: FAIG-SD (the paper's), |theta_um - theta_d|, random,
+#: encoder-only.
+METHODS = ('faig', 'weight_diff', 'random', 'encoder_only')
+#: Methods that need the fine-tuned target models (and, for faig, images).
+NEEDS_TARGETS = ('faig', 'weight_diff')
+DEFAULT_ENCODER_PREFIXES = ('intro', 'encoders', 'downs')  # NAFNet's encoder modules
 
 
 def num_selected_filters(num_filters, q):
@@ -189,25 +186,42 @@ def weight_difference_scores(um_net, target_net):
     return scores
 
 
-def check_masks(masks, net, what='masks'):
-    """Raise a clear error unless ``masks`` (``{layer: indices}``) names maskable convolutions of ``net``
-    with unique indices in ``[0, C_out)``."""
-    convs = maskable_convs(net)
-    for name, idx in masks.items():
-        if name not in convs:
-            raise KeyError(f'{what}: layer {name!r} is not a maskable convolution of {type(net).__name__} '
-                           f'(it has {len(convs)}, e.g. {list(convs)[:3]})')
-        idx = torch.as_tensor(idx)
-        if idx.dim() != 1 or (idx.numel() and idx.dtype not in (torch.int64, torch.int32)):
-            raise ValueError(f'{what}: indices of {name!r} must be a 1-D integer tensor, got {idx.dtype} '
-                             f'{tuple(idx.shape)}')
-        if idx.numel():
-            c_out = convs[name].out_channels
-            if int(idx.min()) < 0 or int(idx.max()) >= c_out:
-                raise ValueError(f'{what}: indices of {name!r} must lie in [0, {c_out}), got '
-                                 f'[{int(idx.min())}, {int(idx.max())}]')
-            if idx.unique().numel() != idx.numel():
-                raise ValueError(f'{what}: indices of {name!r} contain duplicates')
+def compute_scores(method, um_net, names, targets=None, batches=None, steps=100, loss='mse', seed=0,
+                   encoder_prefixes=DEFAULT_ENCODER_PREFIXES):
+    """{degradation: {layer: scores per output filter}} for one selection ``method``.
+
+    ``targets``: {degradation: fine-tuned network} (faig, weight_diff); ``batches``: {degradation:
+    [(lq, gt), ...]} (faig). random and encoder_only draw with ``seed + index of the degradation`` so
+    each degradation gets its own filters.
+    """
+    if method not in METHODS:
+        raise ValueError(f'method must be one of {METHODS}, got {method!r}')
+    scores = {}
+    for i, name in enumerate(names):
+        if method == 'faig':
+            scores[name] = faig_scores(um_net, targets[name], batches[name], steps=steps, loss=loss)
+        elif method == 'weight_diff':
+            scores[name] = weight_difference_scores(um_net, targets[name])
+        elif method == 'random':
+            scores[name] = random_scores(um_net, seed + i)
+        else:
+            scores[name] = encoder_only_scores(um_net, list(encoder_prefixes), seed + i)
+    return scores
+
+
+def masks_for(scores, q, method=None, net=None, seed=0, encoder_prefixes=DEFAULT_ENCODER_PREFIXES):
+    """{degradation: {layer: selected filter indices}} at ``q``%.
+
+    Per-layer top-q% of the scores (:func:`select_top_q`), except for
+    ``encoder_only``, which takes random encoder filters up to the same total number of weights as
+    per-layer top-q% over all layers (:func:`encoder_only_masks`; needs ``net``).
+    """
+    if method == 'encoder_only':
+        if net is None:
+            raise ValueError('masks_for: encoder_only needs the network (its weight budget depends on the layer '
+                             'shapes)')
+        return {name: encoder_only_masks(net, list(encoder_prefixes), q, seed + i) for i, name in enumerate(scores)}
+    return {name: select_top_q(by_layer, q) for name, by_layer in scores.items()}
 
 
 def mask_summary(masks, net):

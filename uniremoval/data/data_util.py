@@ -24,6 +24,7 @@ import numpy as np
 
 from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paired_paths_from_meta_info_file
 from basicsr.utils import FileClient, get_root_logger, scandir
+from uniremoval.utils.errors import UsageError
 
 SOURCE_KEYS = ('name', 'dataroot_gt', 'dataroot_lq', 'io_backend', 'meta_info_file', 'filename_tmpl')
 BACKENDS = ('disk', 'lmdb')
@@ -400,7 +401,7 @@ class TypeBalancedIndexing:
 
 
 # ----------------------------------------------------------------------------- checks before training
-class DataCheckError(ValueError):
+class DataCheckError(UsageError, ValueError):
     """A data path of a dataset's options is missing, empty or holds an unusable image; names the file."""
 
 

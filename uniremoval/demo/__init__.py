@@ -9,7 +9,7 @@
 4. domain adaptation: fine-tunes the student on the unpaired real split
    (``uniremoval/demo/configs/da_tiny.yml``, §III-C), its ground truth kept aside for scoring only;
 5. evaluates every stage (PSNR/SSIM per type on the synthetic val split and on the real split,
-   no-reference scores on the real split, through :func:`uniremoval.evaluate.score_images`), saves
+   no-reference scores on the real split, through :func:`uniremoval.metrics.scoring.score_images`), saves
    image grids and loss curves, and writes ``<out>/report.md`` and ``<out>/report.html``.
 
 ``--kt-ablation`` / ``--da-ablation`` also train the loss ablations of both stages. The numbers show

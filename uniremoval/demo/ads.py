@@ -7,12 +7,12 @@ photographs bundled with installed packages (:func:`uniremoval.demo.data.build_d
 
 1. the unified model (UM): a tiny NAFNet (``uniremoval/demo/configs/ads/um.yml``) trained on the mixture;
 2. a target model per degradation fine-tuned from the UM (``finetune_<d>.yml``), then FAIG-SD scores and
-   top-q% masks (``select.yml``, :func:`uniremoval.ads_select.run_select`);
+   top-q% masks (``select.yml``, :func:`uniremoval.ads.select_workflow.run_select`);
 3. the degradation classifier (``classifier.yml``): accuracy per type and confusion matrix;
 4. CNN-ADS (``ads.yml``) for every selection method x q in {5, 3, 1} x seed: theta_d starts at
    (theta_target_d - theta_um) on the selected filters and trains with the UM and classifier frozen; scored
    with the classifier in the loop (the slides' table and ordering verdicts) and, as a second table, with
-   the true type as c (the masks without classifier errors) (:func:`uniremoval.ads_compare.run_compare`).
+   the true type as c (the masks without classifier errors) (:func:`uniremoval.ads.compare_workflow.run_compare`).
 
 Steps 1-3 run once (seed 0); the seeds vary the ADS training (data order, crops) and the random masks
 (Ran, En). FAIG-SD and |theta| masks do not depend on the seed. Writes ``report.md``, ``report.html`` and
@@ -31,8 +31,8 @@ from os import path as osp
 import torch
 
 import uniremoval  # noqa: F401  (compat shim + registration)
-from uniremoval.ads_compare import check_compare_options, run_compare
-from uniremoval.ads_select import check_select_options, run_select
+from uniremoval.ads.compare_workflow import check_compare_options, run_compare
+from uniremoval.ads.select_workflow import check_select_options, run_select
 from uniremoval.demo.data import build_demo_data
 from uniremoval.demo.options import write_option_file
 from uniremoval.demo.report import markdown_to_html

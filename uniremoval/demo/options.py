@@ -5,7 +5,7 @@
 (:mod:`uniremoval.demo.data`), the checkpoints of the previous stage and the training schedule,
 and optionally select a loss ablation (:data:`KT_ABLATION`, :data:`DA_ABLATION`). :data:`METRICS`
 and :data:`NO_REFERENCE` are the metric options the demo scores with
-(:func:`uniremoval.evaluate.score_images`).
+(:func:`uniremoval.metrics.scoring.score_images`).
 """
 from os import path as osp
 

@@ -2,7 +2,7 @@
 
 Each training stage runs ``basicsr train``'s pipeline on an option file of
 :mod:`uniremoval.demo.options` (:func:`train_stage`); networks are loaded and run through
-:mod:`uniremoval.restoration` and scored through :func:`uniremoval.evaluate.score_images` with the
+:mod:`uniremoval.restoration` and scored through :func:`uniremoval.metrics.scoring.score_images` with the
 metric options of :data:`uniremoval.demo.options.METRICS` (and ``NO_REFERENCE`` on the real split).
 """
 import json
@@ -26,7 +26,7 @@ from uniremoval.demo.options import (DA_FIDELITY, DA_LADDER, KT_FIDELITY, KT_LAD
                                      teacher_options, write_option_file)
 from uniremoval.demo.report import save_curves, save_grid, write_report
 from uniremoval.demo.shipped import read_manifest, shipped_checkpoints
-from uniremoval.evaluate import score_images
+from uniremoval.metrics.scoring import score_images
 from uniremoval.restoration import load_network, restore_image
 from uniremoval.train import train_pipeline
 from uniremoval.utils.atomic_io import atomic_open
@@ -68,7 +68,7 @@ def score_networks(networks, data_root, split, no_reference=False):
 
     ``networks`` maps a column name to a network or to ``{type: network}`` (teachers); the degraded
     input itself is always the first column. Scores are means over the split's images
-    (:func:`uniremoval.evaluate.score_images` with :func:`demo_metrics`).
+    (:func:`uniremoval.metrics.scoring.score_images` with :func:`demo_metrics`).
     """
     metrics = demo_metrics(no_reference)
     scores, outputs = {'input': {}}, {'input': {}}

@@ -1,5 +1,5 @@
 """Helpers about metrics shared by validation (:mod:`uniremoval.models.model_mixins`) and evaluation
-(:mod:`uniremoval.evaluate`), under BasicSR's name for such a module.
+(:mod:`uniremoval.evaluation`), under BasicSR's name for such a module.
 
 Not a ``*_metric.py`` file: importing :mod:`uniremoval.metrics` does not register anything from it.
 """

@@ -37,6 +37,7 @@ from uniremoval.models.lr_scheduler import EpochExponentialLR
 from uniremoval.utils.checkpoint import atomic_torch_save, capture_rng_state, load_state_dict_file, strip_module_prefix
 from uniremoval.utils.dist_util import (all_gather_object, barrier, broadcast_module_state, broadcast_object,
                                         is_distributed)
+from uniremoval.utils.errors import RunFailure
 from uniremoval.utils.pixel_range import final_output, from_network_range, parse_pixel_range, to_network_range
 from uniremoval.utils.state_dict_check import check_state_dict
 
@@ -320,7 +321,7 @@ class EpochSchedulerMixin:
             self.schedulers.append(EpochExponentialLR(optimizer, scheduler_opt['gamma'], iters_per_epoch))
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(RunFailure, FloatingPointError):
     """A training loss became NaN or infinite; raised before the step that would spread it into the weights."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from uniremoval.utils.atomic_io import atomic_open
+from uniremoval.utils.errors import UsageError
 
 STATE_DICT_KEYS = ('params', 'params_ema', 'state_dict')
 STATE_FILE = re.compile(r'^(\d+)\.state$')
@@ -28,6 +29,14 @@ STATE_FILE = re.compile(r'^(\d+)\.state$')
 # SIGKILLs itself inside atomic_torch_save once that file's bytes are written but before the rename, i.e. a
 # real kill in the middle of saving a checkpoint (tests/test_resume.py). Unset in normal use.
 KILL_DURING_SAVE_ENV = 'UNIREMOVAL_TEST_KILL_DURING_SAVE'
+
+
+class CheckpointError(UsageError, RuntimeError):
+    """A checkpoint file that cannot be read safely, or holds no state dict; the message names the file."""
+
+
+class CheckpointNotFoundError(UsageError, FileNotFoundError):
+    """A checkpoint path that names no file."""
 
 
 def atomic_torch_save(obj, path):
@@ -131,13 +140,13 @@ def load_state_dict_file(path, param_key='params', map_location='cpu'):
         dict[str, Tensor]: the state dict, ``module.`` prefixes removed.
     """
     if not osp.isfile(path):
-        raise FileNotFoundError(f'Checkpoint not found: {path}')
+        raise CheckpointNotFoundError(f'Checkpoint not found: {path}')
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle errors, truncated files, python objects refused by weights_only
-        raise RuntimeError(f'Cannot read checkpoint {path} (expected a torch state-dict file): {e}') from e
+        raise CheckpointError(f'Cannot read checkpoint {path} (expected a torch state-dict file): {e}') from e
     if not isinstance(ckpt, dict):
-        raise RuntimeError(f'Checkpoint {path} holds a {type(ckpt).__name__}, expected a dict')
+        raise CheckpointError(f'Checkpoint {path} holds a {type(ckpt).__name__}, expected a dict')
     if param_key is not None and param_key in ckpt:
         state = ckpt[param_key]
     elif param_key == 'params_ema' and 'params' in ckpt:

@@ -7,7 +7,7 @@ patches to [-1, 1], arXiv 2307.05075 §IV-A1). Input and output are mapped linea
 
 A multi-stage network (MPRNet) returns a list of stage outputs, final first; :func:`final_output`
 takes the restored image from it. The models (:mod:`uniremoval.models`), the restoration library
-(:mod:`uniremoval.restoration`) and the evaluation (:mod:`uniremoval.evaluate`) all use these.
+(:mod:`uniremoval.restoration`) and the evaluation (:mod:`uniremoval.evaluation`) all use these.
 """
 
 SUPPORTED_PIXEL_RANGES = ((0.0, 1.0), (-1.0, 1.0))

@@ -9,10 +9,12 @@ width)" is obvious.
 """
 import torch
 
+from uniremoval.utils.errors import UsageError
+
 MAX_SHOWN = 5
 
 
-class StateDictMismatchError(RuntimeError):
+class StateDictMismatchError(UsageError, RuntimeError):
     """A checkpoint's state dict does not fit the network it is loaded into; the message names the file."""
 
 

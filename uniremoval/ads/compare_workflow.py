@@ -1,50 +1,18 @@
-"""``uniremoval-ads-compare -opt options/ads/.../compare.yml``: the slides' filter-selection table.
+"""The slides' comparison of selection methods for ADS (Park et al., CVPR 2023), from a compare option file.
 
-Park et al., CVPR 2023, slides "Comparison studies for selected filter locations": CNN-ADS built with four
-ways of choosing the masks M_d, each at 5, 3 and 1% of the filters: random (Ran), random encoder filters
-(En), |theta_um - theta_d| (|theta|) and FAIG-SD (Ours), PSNR per degradation and on average, parameters
-(UM x overhead), next to the base UM. This command builds every method x q x seed at whatever scale its
-option files describe:
-
-1. masks: :func:`uniremoval.ads_select.compute_scores` / :func:`~uniremoval.ads_select.masks_for` from the
-   UM, the fine-tuned targets and the images of the select option file (FAIG-SD and |theta| do not depend
-   on the seed and are computed once; Ran and En draw with the seed);
-2. training: the ADS option file (``model_type: ADSModel``) with ``network_g:masks`` set to those masks,
-   ``manual_seed`` to the seed and ``train:total_iter`` to ``compare:total_iter``, through
-   :func:`uniremoval.train.train_pipeline` (its UM and classifier frozen; only theta_d trains);
-3. evaluation: PSNR (``metrics``) of every trained network, with the classifier in the loop, on every row
-   of ``datasets`` (default: one row per source of the ADS option file's ``datasets:val``); also the UM
-   (base) and each fine-tuned target on its own degradation (IM: one model per degradation).
-
-It writes ``table.md`` (the slides' layout, mean +- seed-to-seed standard deviation) and ``table.json``
-(every run, the summaries and the verdicts) into ``results/<name>/`` and prints the table. Verdicts:
-for every q, FAIG-SD > |theta| > Encoder-only > Random and FAIG-SD > UM in average PSNR, where a
-difference of the means no larger than the larger of the two seed-to-seed standard deviations is
-"no difference" (one seed: any difference counts).
-
-Option file::
-
-    name: ads_compare_demo
-    select_opt: uniremoval/demo/configs/ads/select.yml   # UM, targets, FAIG images and settings
-    ads_opt: uniremoval/demo/configs/ads/ads.yml         # ADS training template
-    compare:
-      methods: [random, encoder_only, weight_diff, faig]
-      q: [5, 3, 1]
-      seeds: [0, 1, 2]
-      total_iter: 200                          # ADS training per run (overrides the template's schedule)
-      jobs: 1                                  # runs in parallel (single-threaded worker processes)
-      scores_files: {}                         # e.g. {faig: results/<select>/scores_faig.pth}: reuse the
-                                               # scores uniremoval-ads-select wrote (faig, weight_diff)
-      oracle: false                            # also score every run with the true type as c (a second
-                                               # table and verdicts: the masks without classifier errors)
-    datasets: ~                                # {row: dataset options}; default from ads_opt datasets:val
-    metrics: {psnr: {type: calculate_psnr, crop_border: 0, test_y_channel: false}}
+For every selection method (``faig``, ``weight_diff``, ``random``, ``encoder_only``), every q and every
+seed, :func:`run_compare` selects masks (:mod:`uniremoval.ads.selection`), trains a CNN-ADS from the
+ADS option template (``ads_opt``) with those masks through :func:`uniremoval.train.train_pipeline`,
+and scores it on one test set per degradation (:func:`uniremoval.metrics.scoring.score_images`), beside
+the UM and the fine-tuned target models. It writes ``table.md`` and ``table.json`` (means, spreads
+over seeds, parameter overheads) and the verdict on the slides' ordering (Ours > Δθ > En > Ran) for
+each q: a difference smaller than the spread over seeds counts as none. Runs can go in parallel
+processes (``compare.jobs``). :func:`check_compare_options` validates the option file; its keys are
+documented in ``docs/ads.md``. The command is ``uniremoval-ads-compare``.
 """
-import argparse
 import copy
 import json
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -57,12 +25,12 @@ import yaml
 import uniremoval  # noqa: F401  (compat shim + registration before BasicSR is used)
 from basicsr.data import build_dataset
 from basicsr.utils import tensor2img
-from uniremoval.ads.selection import load_masks, parameter_overhead, save_masks
-from uniremoval.ads_select import (METHODS, NEEDS_TARGETS, check_select_options, compute_scores, images_per_degradation,
-                                   mask_file, masks_for, to_pixel_range)
-from uniremoval.evaluate import score_images
-from uniremoval.options import OptionsError, load_option_file
-from uniremoval.restoration import SetupError, load_network, network_function
+from uniremoval.ads.select_workflow import check_select_options, images_per_degradation, mask_file, to_pixel_range
+from uniremoval.ads.selection import (METHODS, NEEDS_TARGETS, compute_scores, load_masks, masks_for, parameter_overhead,
+                                      save_masks)
+from uniremoval.metrics.scoring import score_images
+from uniremoval.options import fail_option, load_option_file
+from uniremoval.restoration import load_network, network_function
 from uniremoval.train import train_pipeline
 from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.pixel_range import parse_pixel_range
@@ -78,38 +46,35 @@ COMPARE_DEFAULTS = {'methods': list(METHOD_LABELS), 'q': [5, 3, 1], 'seeds': [0,
 
 
 # ----------------------------------------------------------------------------- options
-def _fail(path, message):
-    raise OptionsError(f'Option file {path}: {message}')
-
-
 def check_compare_options(opt, path='<options>'):
     """Validate a compare option dict in place (defaults filled in; the select and ADS option files are
     read into ``opt['select']`` and ``opt['ads']``)."""
     for key in ('name', 'select_opt', 'ads_opt'):
         if key not in opt:
-            _fail(path, f'missing key {key!r}')
+            fail_option(path, f'missing key {key!r}')
     cmp_opt = opt.setdefault('compare', {}) or {}
     opt['compare'] = cmp_opt
     unknown = sorted(set(cmp_opt) - set(COMPARE_DEFAULTS))
     if unknown:
-        _fail(path, f'compare: unknown key(s) {unknown}; known: {sorted(COMPARE_DEFAULTS)}')
+        fail_option(path, f'compare: unknown key(s) {unknown}; known: {sorted(COMPARE_DEFAULTS)}')
     for key, value in COMPARE_DEFAULTS.items():
         cmp_opt.setdefault(key, copy.deepcopy(value))
     bad = [m for m in cmp_opt['methods'] if m not in METHODS]
     if bad or not cmp_opt['methods']:
-        _fail(path, f'compare:methods must be a non-empty list of {METHODS}, got {cmp_opt["methods"]!r}')
+        fail_option(path, f'compare:methods must be a non-empty list of {METHODS}, got {cmp_opt["methods"]!r}')
     for key in ('total_iter', 'jobs'):
         if isinstance(cmp_opt[key], bool) or not isinstance(cmp_opt[key], int) or cmp_opt[key] < 1:
-            _fail(path, f'compare:{key} must be an int >= 1, got {cmp_opt[key]!r}')
+            fail_option(path, f'compare:{key} must be an int >= 1, got {cmp_opt[key]!r}')
     files = cmp_opt['scores_files'] or {}
     bad = {m: f for m, f in files.items() if m not in NEEDS_TARGETS or not isinstance(f, str) or not osp.isfile(f)}
     if bad:
-        _fail(path, f'compare:scores_files takes existing score files of {NEEDS_TARGETS} (seed-independent), got {bad}')
+        fail_option(path, f'compare:scores_files takes existing score files of {NEEDS_TARGETS} (seed-independent), '
+                    f'got {bad}')
     cmp_opt['scores_files'] = files
     if not isinstance(cmp_opt['oracle'], bool):
-        _fail(path, f"compare:oracle must be true or false, got {cmp_opt['oracle']!r}")
+        fail_option(path, f"compare:oracle must be true or false, got {cmp_opt['oracle']!r}")
     if not cmp_opt['seeds'] or not all(isinstance(s, int) for s in cmp_opt['seeds']):
-        _fail(path, f'compare:seeds must be a non-empty list of ints, got {cmp_opt["seeds"]!r}')
+        fail_option(path, f'compare:seeds must be a non-empty list of ints, got {cmp_opt["seeds"]!r}')
     opt['select'] = load_option_file(opt['select_opt'])
     opt['select'].setdefault('select', {})['q'] = list(cmp_opt['q'])
     needs_targets = 'faig' in cmp_opt['methods'] or 'weight_diff' in cmp_opt['methods']
@@ -118,20 +83,21 @@ def check_compare_options(opt, path='<options>'):
     opt['ads'] = load_option_file(opt['ads_opt'])
     net_opt = opt['ads'].get('network_g') or {}
     if opt['ads'].get('model_type') != 'ADSModel' or net_opt.get('type') != 'ADSNet':
-        _fail(opt['ads_opt'], 'the ADS option file must have model_type ADSModel and network_g:type ADSNet')
+        fail_option(opt['ads_opt'], 'the ADS option file must have model_type ADSModel and network_g:type ADSNet')
     degradations = net_opt.get('degradations') or names
     if list(degradations) != names:
-        _fail(path, f'the degradations of {opt["ads_opt"]} ({degradations}) and the sources of '
-              f'{opt["select_opt"]} datasets:select ({names}) must be the same, in the same order')
+        fail_option(path, f'the degradations of {opt["ads_opt"]} ({degradations}) and the sources of '
+                    f'{opt["select_opt"]} datasets:select ({names}) must be the same, in the same order')
     opt.setdefault('metrics', copy.deepcopy(DEFAULT_METRICS))
     if not opt.get('datasets'):
         val = (opt['ads'].get('datasets') or {}).get('val')
         if not isinstance(val, dict) or val.get('type') != 'MultiDegradationDataset':
-            _fail(path, 'set datasets (one row per degradation) or a MultiDegradationDataset datasets:val in ads_opt')
+            fail_option(path, 'set datasets (one row per degradation) or a MultiDegradationDataset datasets:val in '
+                        'ads_opt')
         opt['datasets'] = {s['name']: dict(val, name=s['name'], sources=[s]) for s in val['sources']}
     missing = [n for n in names if n not in opt['datasets']]
     if missing:
-        _fail(path, f'datasets needs a row for every degradation {names}; missing {missing}')
+        fail_option(path, f'datasets needs a row for every degradation {names}; missing {missing}')
     return names
 
 
@@ -442,27 +408,3 @@ def run_compare(opt, root='.', log=print):
         log(line)
     log(f'wrote {out_dir}/table.md and table.json ({results["seconds"]:.0f} s)')
     return results
-
-
-def build_arg_parser():
-    parser = argparse.ArgumentParser(prog='uniremoval-ads-compare', description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('-opt', required=True, help='compare option file (options/ads/*/compare.yml)')
-    parser.add_argument('--force_yml', nargs='+', default=None, help='override option keys: key:sub=value')
-    return parser
-
-
-def main(argv=None):
-    args = build_arg_parser().parse_args(argv)
-    try:
-        opt = load_option_file(args.opt, args.force_yml)
-        check_compare_options(opt, args.opt)
-        run_compare(opt)
-    except (OptionsError, SetupError, FileNotFoundError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

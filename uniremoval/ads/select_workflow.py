@@ -1,60 +1,16 @@
-"""``uniremoval-ads-select -opt options/ads/.../select.yml``: ADS step 2, discriminative filters per degradation.
+"""ADS step 2 from a select option file (Park et al., CVPR 2023): scores and masks per degradation.
 
-Park et al., CVPR 2023 (slides "Method: Step 2 - FAIG for multiple degradations"): for every degradation
-d, the unified model theta_um (step 1) and the target model theta_d fine-tuned from it on d (step 2a)
-give each convolution filter a FAIG-SD score
-
-    F_i = | (1/N) [theta_d - theta_um]_i * sum_{t=0}^{N-1} dL(lambda(alpha_t), x) / d lambda_i |,
-    lambda(alpha) = alpha * theta_um + (1 - alpha) * theta_d
-
-(Xie et al., NeurIPS 2021; :func:`uniremoval.ads.faig.faig_scores`), averaged over ``num_images`` images
-of d, and the top q% filters of every layer form the mask M_d (:func:`uniremoval.ads.selection.select_top_q`;
-output filters, q% of each layer rounded half up). This command writes, into ``path.output`` (default
-``results/<name>``):
-
-* ``scores_<method>.pth``: every degradation's scores per layer (and the masks of the first q) through
-  :func:`uniremoval.ads.selection.save_masks`;
-* ``masks_<method>_q<q>.pth`` for every q of ``select.q`` (default 1, 3, 5): the file ``network_g:masks``
-  of an ADS option file points at;
-* ``select_<method>.json``: per-layer selected counts per degradation and the parameter overhead for each q;
-
-and prints the per-layer counts and the overhead (the slides: x1.03 / x1.09 / x1.15 at 1 / 3 / 5% with
-three degradations on MSBDN-RDFF). ``--method`` (or ``select.method``) picks the selection compared in the
-slides' table: ``faig`` (FAIG-SD, the paper's), ``weight_diff`` (|theta_um - theta_d|), ``random`` and
-``encoder_only`` (random filters of the encoder layers, ``select.encoder_prefixes``).
-
-Option file (safe YAML; relative paths relative to the working directory)::
-
-    name: ads_select_demo
-    num_gpu: 0                       # or auto
-    manual_seed: 0
-    pixel_range: [0, 1]
-    network_g: {type: NAFNet, ...}   # the UM's (and the targets') network
-    path:
-      pretrain_network_um: experiments/<um>/models/net_g_latest.pth
-      pretrain_network_targets: {rain: ..., blur: ..., noise: ...}   # fine-tuned theta_d, per degradation
-      param_key_um: params
-      param_key_targets: params
-      output: ~                      # default results/<name>
-    datasets:
-      select: {type: MultiDegradationDataset, sources: [{name: rain, ...}, ...]}   # images of each d
-    select:
-      method: faig
-      q: [1, 3, 5]
-      num_images: 8                  # N images of each degradation (the first N of its source)
-      steps: 100                     # FAIG integration steps (Xie et al.: 100)
-      crop_size: ~                   # centre crop (e.g. 128) to bound memory; ~: full images, batch 1
-      loss: mse                      # FAIG loss between the output and the ground truth (official: mse, summed)
-      seed: 0                        # random and encoder_only
-      encoder_prefixes: [intro, encoders, downs]   # encoder_only: NAFNet's encoder modules
-
-The degradations are the sources of ``datasets.select`` in order; their names must match
-``pretrain_network_targets``. ``--force_yml`` overrides keys as in ``basicsr train``.
+For every degradation d (the sources of ``datasets.select``), the unified model and the target model
+fine-tuned on d give each convolution filter a score (:func:`uniremoval.ads.selection.compute_scores`;
+FAIG-SD by default, Xie et al. NeurIPS 2021 Eq. 3, averaged over ``select.num_images`` images of d),
+and the top q% filters of each layer form the mask M_d. :func:`run_select` writes into
+``path.output`` (default ``results/<name>``) ``masks_<method>_q<q>.pth`` for every q (the file an ADS
+option file's ``network_g:masks`` points at), ``scores_<method>.pth`` and ``select_<method>.json``
+(per-layer counts and the parameter overhead). :func:`check_select_options` validates the option file;
+its keys are documented in ``docs/ads.md``. The command is ``uniremoval-ads-select``.
 """
-import argparse
 import json
 import logging
-import sys
 import time
 from os import path as osp
 
@@ -62,78 +18,68 @@ import torch
 
 import uniremoval  # noqa: F401  (compat shim + registration before BasicSR is used)
 from basicsr.data import build_dataset
-from uniremoval.ads.faig import faig_scores
-from uniremoval.ads.selection import (encoder_only_masks, encoder_only_scores, format_mask_summary, mask_summary,
-                                      parameter_overhead, random_scores, save_masks, select_top_q,
-                                      weight_difference_scores)
-from uniremoval.options import OptionsError, load_option_file
-from uniremoval.restoration import SetupError, load_network
+from uniremoval.ads.selection import (DEFAULT_ENCODER_PREFIXES, METHODS, NEEDS_TARGETS, compute_scores,
+                                      format_mask_summary, mask_summary, masks_for, parameter_overhead, save_masks)
+from uniremoval.options import fail_option
+from uniremoval.restoration import load_network
 from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.pixel_range import parse_pixel_range
 
-METHODS = ('faig', 'weight_diff', 'random', 'encoder_only')
-#: Methods that need the fine-tuned target models (and, for faig, images).
-NEEDS_TARGETS = ('faig', 'weight_diff')
 DEFAULT_Q = (1, 3, 5)
-DEFAULT_ENCODER_PREFIXES = ('intro', 'encoders', 'downs')
 SELECT_DEFAULTS = {'method': 'faig', 'q': list(DEFAULT_Q), 'num_images': 8, 'steps': 100, 'crop_size': None,
                    'loss': 'mse', 'seed': 0, 'encoder_prefixes': list(DEFAULT_ENCODER_PREFIXES)}
 LOSSES = ('mse', 'l1')  # FAIG's loss between the output and the ground truth (official: MSE, summed)
 
-logger = logging.getLogger('uniremoval.ads_select')
+logger = logging.getLogger('uniremoval.ads.select_workflow')
 
 
 # ----------------------------------------------------------------------------- options
-def _fail(path, message):
-    raise OptionsError(f'Option file {path}: {message}')
-
-
 def check_select_options(opt, path='<options>'):
     """Validate a select option dict in place (defaults filled in); raises :class:`OptionsError`."""
     sel = opt.setdefault('select', {}) or {}
     opt['select'] = sel
     unknown = sorted(set(sel) - set(SELECT_DEFAULTS))
     if unknown:
-        _fail(path, f'select: unknown key(s) {unknown}; known: {sorted(SELECT_DEFAULTS)}')
+        fail_option(path, f'select: unknown key(s) {unknown}; known: {sorted(SELECT_DEFAULTS)}')
     for key, value in SELECT_DEFAULTS.items():
         sel.setdefault(key, value)
     if sel['method'] not in METHODS:
-        _fail(path, f"select:method must be one of {METHODS}, got {sel['method']!r}")
+        fail_option(path, f"select:method must be one of {METHODS}, got {sel['method']!r}")
     q = sel['q'] if isinstance(sel['q'], list) else [sel['q']]
     if not q or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 100 for v in q):
-        _fail(path, f"select:q must be percentages in (0, 100], got {sel['q']!r}")
+        fail_option(path, f"select:q must be percentages in (0, 100], got {sel['q']!r}")
     sel['q'] = q
     for key in ('num_images', 'steps'):
         if isinstance(sel[key], bool) or not isinstance(sel[key], int) or sel[key] < 1:
-            _fail(path, f'select:{key} must be an int >= 1, got {sel[key]!r}')
+            fail_option(path, f'select:{key} must be an int >= 1, got {sel[key]!r}')
     if sel['crop_size'] is not None and (not isinstance(sel['crop_size'], int) or sel['crop_size'] < 8):
-        _fail(path, f"select:crop_size must be ~ or an int >= 8, got {sel['crop_size']!r}")
+        fail_option(path, f"select:crop_size must be ~ or an int >= 8, got {sel['crop_size']!r}")
     if sel['loss'] not in LOSSES:
-        _fail(path, f"select:loss must be one of {sorted(LOSSES)}, got {sel['loss']!r}")
+        fail_option(path, f"select:loss must be one of {sorted(LOSSES)}, got {sel['loss']!r}")
     for key in ('name', 'network_g'):
         if key not in opt:
-            _fail(path, f'missing key {key!r}')
+            fail_option(path, f'missing key {key!r}')
     path_opt = opt.setdefault('path', {}) or {}
     opt['path'] = path_opt
     um = path_opt.get('pretrain_network_um')
     if not isinstance(um, str) or not osp.isfile(um):
-        _fail(path, f'path:pretrain_network_um must be the unified model checkpoint, not found: {um!r}')
+        fail_option(path, f'path:pretrain_network_um must be the unified model checkpoint, not found: {um!r}')
     dataset = (opt.get('datasets') or {}).get('select')
     if not isinstance(dataset, dict) or dataset.get('type') != 'MultiDegradationDataset':
-        _fail(path, 'datasets:select must be a MultiDegradationDataset (one source per degradation)')
+        fail_option(path, 'datasets:select must be a MultiDegradationDataset (one source per degradation)')
     names = [s.get('name') for s in dataset.get('sources') or []]
     if not names:
-        _fail(path, 'datasets:select:sources is empty')
+        fail_option(path, 'datasets:select:sources is empty')
     targets = path_opt.get('pretrain_network_targets') or {}
     if sel['method'] in NEEDS_TARGETS:
         missing = [n for n in names if not isinstance(targets.get(n), str) or not osp.isfile(targets[n])]
         if missing:
-            _fail(path, f"select:method {sel['method']} needs path:pretrain_network_targets for every degradation "
-                  f'{names}; missing or not found: {missing} (given: {targets})')
+            fail_option(path, f"select:method {sel['method']} needs path:pretrain_network_targets for every "
+                        f'degradation {names}; missing or not found: {missing} (given: {targets})')
     try:
         opt['pixel_range'] = list(parse_pixel_range(opt))
     except ValueError as e:
-        _fail(path, str(e))
+        fail_option(path, str(e))
     return names
 
 
@@ -181,45 +127,6 @@ def to_pixel_range(pairs, pixel_range=(0.0, 1.0)):
     return [(lq * (hi - lo) + lo, gt * (hi - lo) + lo) for lq, gt in pairs]
 
 
-# ----------------------------------------------------------------------------- scores and masks
-def compute_scores(method, um_net, names, targets=None, batches=None, steps=100, loss='mse', seed=0,
-                   encoder_prefixes=DEFAULT_ENCODER_PREFIXES):
-    """{degradation: {layer: scores per output filter}} for one selection ``method``.
-
-    ``targets``: {degradation: fine-tuned network} (faig, weight_diff); ``batches``: {degradation:
-    [(lq, gt), ...]} (faig). random and encoder_only draw with ``seed + index of the degradation`` so
-    each degradation gets its own filters.
-    """
-    if method not in METHODS:
-        raise ValueError(f'method must be one of {METHODS}, got {method!r}')
-    scores = {}
-    for i, name in enumerate(names):
-        if method == 'faig':
-            scores[name] = faig_scores(um_net, targets[name], batches[name], steps=steps, loss=loss)
-        elif method == 'weight_diff':
-            scores[name] = weight_difference_scores(um_net, targets[name])
-        elif method == 'random':
-            scores[name] = random_scores(um_net, seed + i)
-        else:
-            scores[name] = encoder_only_scores(um_net, list(encoder_prefixes), seed + i)
-    return scores
-
-
-def masks_for(scores, q, method=None, net=None, seed=0, encoder_prefixes=DEFAULT_ENCODER_PREFIXES):
-    """{degradation: {layer: selected filter indices}} at ``q``%.
-
-    Per-layer top-q% of the scores (:func:`~uniremoval.ads.selection.select_top_q`), except for
-    ``encoder_only``, which takes random encoder filters up to the same total number of weights as
-    per-layer top-q% over all layers (:func:`~uniremoval.ads.selection.encoder_only_masks`; needs ``net``).
-    """
-    if method == 'encoder_only':
-        if net is None:
-            raise ValueError('masks_for: encoder_only needs the network (its weight budget depends on the layer '
-                             'shapes)')
-        return {name: encoder_only_masks(net, list(encoder_prefixes), q, seed + i) for i, name in enumerate(scores)}
-    return {name: select_top_q(by_layer, q) for name, by_layer in scores.items()}
-
-
 def _q_tag(q):
     return f'{q:g}'.replace('.', 'p')
 
@@ -256,7 +163,7 @@ def format_summary(method, summaries):
     return lines
 
 
-# ----------------------------------------------------------------------------- command
+# ----------------------------------------------------------------------------- the run
 def run_select(opt, method=None, log=print):
     """Run the selection described by a (checked) option dict; returns ``{q: summary}`` and writes the files."""
     names = check_select_options(opt)
@@ -296,28 +203,3 @@ def run_select(opt, method=None, log=print):
         log(line)
     log(f'wrote {folder}/masks_{method}_q*.pth, scores_{method}.pth and select_{method}.json')
     return summaries
-
-
-def build_arg_parser():
-    parser = argparse.ArgumentParser(prog='uniremoval-ads-select', description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('-opt', required=True, help='select option file (options/ads/*/select.yml)')
-    parser.add_argument('--method', choices=METHODS, default=None, help='selection method (default: select.method)')
-    parser.add_argument('--force_yml', nargs='+', default=None, help='override option keys: key:sub=value')
-    return parser
-
-
-def main(argv=None):
-    args = build_arg_parser().parse_args(argv)
-    try:
-        opt = load_option_file(args.opt, args.force_yml)
-        check_select_options(opt, args.opt)
-        run_select(opt, args.method)
-    except (OptionsError, SetupError, FileNotFoundError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())

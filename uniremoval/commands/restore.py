@@ -1,48 +1,14 @@
 """``uniremoval-restore``: restore an image or a folder of images of any size with a trained network.
 
-Usage::
-
-    uniremoval-restore -i INPUT -o OUTPUT -w CHECKPOINT [--opt OPTIONS.yml] [--param-key KEY]
-                       [--tile 512] [--tile-overlap 32] [--tile-batch 1] [--multiple 1]
-                       [--device auto|cpu|cuda|cuda:N] [--pixel-range 0,1|-1,1]
-                       [--ext png] [--suffix _restored] [--jpeg-quality 95] [--quiet]
-                       [--engine auto|pytorch|onnxruntime] [--channels-last] [--bf16]
-
-* Network: ``network_g`` and ``pixel_range`` of a BasicSR option file (``--opt``), otherwise the
-  paper's MPRNet (``n_feat`` 40, ``scale_unetfeats`` 20, ``scale_orsnetfeats`` 16, ``num_cab`` 8) in
-  [0, 1]. The checkpoint may be a BasicSR one (``params_ema``, falling back to ``params``), an
-  official MPRNet one (``state_dict``, ``module.`` prefixes allowed) or a bare state dict; it is
-  loaded with ``weights_only=True`` and ``strict=True``. Without ``-w``, the option file's
-  ``path: pretrain_network_g`` (and ``param_key_g``) are used.
-* Engines: ``pytorch`` (default for a ``.pth``) or ``onnxruntime`` (default for an ``.onnx`` file
-  written by ``uniremoval-export-onnx``, :mod:`uniremoval.onnx_export`; the file carries its network
-  and pixel range, so ``--opt`` and ``--pixel-range`` are not needed). PyTorch fast paths:
-  ``--channels-last`` (NHWC memory format, equal results within float32 rounding) and ``--bf16``
-  (bfloat16 autocast on CPU or CUDA; results differ slightly, see
-  :func:`uniremoval.restoration.network_function`). Inference always runs under ``torch.inference_mode``.
-* Images larger than ``--tile`` are restored tile by tile with smooth overlap blending (see
-  :mod:`uniremoval.utils.tiling`), so memory stays bounded; smaller images, or ``--tile 0``, are
-  restored whole.
-* Inputs are read unchanged: 8-bit and 16-bit images stay 8/16-bit (unless the output format is
-  8-bit only: JPEG, BMP, WebP), grey images stay grey, an alpha channel is copied untouched, and the
-  output has the input's height and width.
-* Outputs: with a folder (or a single file and an existing folder / a name without an image
-  extension) as ``-o``, each image is written there under its own name plus ``--suffix``, with its
-  own extension or ``--ext``; with one input file and ``-o`` ending in an image extension, that is
-  the output file. Files are written under a temporary name and renamed into place. Output names
-  are the input's base name plus ``--suffix`` (which may not contain a path separator), so they
-  always lie directly in the output folder. The output folder is created and checked for writing
-  (a temporary file is created and removed) before anything is loaded or restored: exit 2 naming
-  it when it cannot be written.
-* Unreadable or corrupt files are reported with the reason and skipped. Exit status: 0 when every
-  image was restored, 1 when some failed (the others are written; the summary names the failures),
-  2 for a usage or setup error (bad arguments, no input image, unusable checkpoint or options).
-
-This module is the command only (argument parsing, output planning, logging) and is imported by no
-other module; the pipeline itself, also for use from python, is :mod:`uniremoval.restoration`
-(:func:`~uniremoval.restoration.load_network`, :func:`~uniremoval.restoration.restore_image`).
+The command layer over :mod:`uniremoval.restoration`: flags, output planning, progress and the
+exit status (0 every image restored, 1 some failed and the rest were written, 2 a usage or set-up
+error, by :mod:`uniremoval.utils.errors`). The network is ``network_g`` and ``pixel_range`` of a
+BasicSR option file (``-opt``), or the paper's MPRNet in [0, 1]; the checkpoint a BasicSR, official
+MPRNet or bare state dict (``weights_only=True``, strict), or an ``.onnx`` file for the ONNX Runtime
+engine. Output names are the input's base name plus ``--suffix`` and stay in the output folder, which
+is created and checked for writing before anything is loaded. Images are written under a temporary
+name and renamed into place. Details: ``docs/evaluation.md``.
 """
-import argparse
 import logging
 import os
 import sys
@@ -53,10 +19,12 @@ import torch
 from tqdm import tqdm
 
 from uniremoval import restoration
-from uniremoval.options import OptionsError
+from uniremoval.commands.common import add_option_file_argument, new_parser
 from uniremoval.restoration import (IMAGE_EXTENSIONS, SetupError, list_images, load_network, read_image,
                                     resolve_network_settings, restore_image, write_image)
+from uniremoval.utils.errors import UsageError, run_command
 
+PROG = 'uniremoval-restore'
 logger = logging.getLogger('uniremoval.restore')
 
 
@@ -116,17 +84,16 @@ def check_output_folders(plan):
 # Command line
 # ------------------------------------------------------------------------------------------
 def build_arg_parser():
-    parser = argparse.ArgumentParser(
-        prog='uniremoval-restore',
-        description='Restore an image or a folder of images with a trained Uni-Removal / MPRNet network.',
-        epilog='Exit status: 0 all restored, 1 some images failed (others written), 2 usage/setup error.')
+    parser = new_parser(PROG, 'Restore an image or a folder of images with a trained Uni-Removal / MPRNet network.',
+                        epilog='Exit status: 0 all restored, 1 some images failed (others written), 2 usage/setup '
+                        'error.')
     parser.add_argument('-i', '--input', required=True, help='image file or folder of images')
     parser.add_argument('-o', '--output', required=True,
                         help='output folder, or output file when the input is one file and this ends in an '
                         'image extension')
     parser.add_argument('-w', '--weights', help='checkpoint (.pth); default: path:pretrain_network_g of --opt')
-    parser.add_argument('--opt', help='BasicSR option file: its network_g and pixel_range are used '
-                        '(default: MPRNet 40/20/16, num_cab 8, pixel range [0, 1])')
+    add_option_file_argument(parser, 'BasicSR option file: its network_g and pixel_range are used '
+                             '(default: MPRNet 40/20/16, num_cab 8, pixel range [0, 1])', required=False)
     parser.add_argument('--param-key', help='checkpoint entry: params_ema (default, falls back to params, then '
                         'state_dict), params or state_dict; default from --opt path:param_key_g if set')
     parser.add_argument('--pixel-range', choices=['0,1', '-1,1'], metavar='{0,1 | -1,1}',
@@ -208,7 +175,7 @@ def main(argv=None):
         log.setLevel(logging.INFO)
         log.propagate = False
     try:
-        return _run(args)
+        return run_command(_run, args, PROG)
     finally:
         for log in loggers:
             log.removeHandler(handler)
@@ -224,9 +191,10 @@ def _run(args):
         plan = plan_outputs(args.input, args.output, args.ext, args.suffix)
         check_output_folders(plan)
         net, pixel_range = _load_engine(args, device)
-    except (SetupError, OptionsError, OSError, RuntimeError, KeyError) as e:
-        logger.error('%s', e)
-        return 2
+    except (OSError, RuntimeError, KeyError) as e:  # whatever fails before the first image is a set-up error
+        if isinstance(e, UsageError):
+            raise
+        raise SetupError(str(e) or type(e).__name__) from e
 
     restored, failed = [], []
     for in_path, out_path in tqdm(plan, desc='images', unit='img', disable=args.quiet or len(plan) == 1):
