@@ -23,12 +23,21 @@ Layouts (the file naming each one assumes is in its reader's docstring below)::
     folder        one folder of unpaired images
 """
 import argparse
+import importlib.metadata
 import os
 import re
 import sys
 from os import path as osp
 
 from lmdb_packing import CropSpec, Item, PackError, default_workers, pack, sanitize_key, scan_images
+
+
+def installed_version():
+    """uniremoval's installed version, read without importing it (this tool needs no torch)."""
+    try:
+        return importlib.metadata.version('uniremoval')
+    except importlib.metadata.PackageNotFoundError:
+        return 'not installed'
 
 
 # ============================================================================ generic readers
@@ -396,6 +405,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog='pack.py', description='Pack a dataset, as downloaded, into BasicSR LMDBs.',
         epilog='See datasets_prep/README.md.')
+    parser.add_argument('--version', action='version', version=f'%(prog)s (uniremoval) {installed_version()}')
     subs = parser.add_subparsers(dest='command', required=True, metavar='LAYOUT')
 
     def add(name, reader, help_text, split, aliases=()):

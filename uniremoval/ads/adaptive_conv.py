@@ -5,35 +5,22 @@ CNN-ADS replaces every masked convolution's weight by (slides, "Method: Step 4")
     theta_ads = theta_um + sum_d c_d * theta_d * M_d
 
 with ``theta_um`` the unified model (UM), ``theta_d`` the degradation-specific weights, ``M_d`` the
-FAIG-SD mask of degradation ``d`` (:mod:`uniremoval.ads.faig`, :mod:`uniremoval.ads.selection`) and
-``c`` the degradation probabilities predicted per image by the degradation classifier.
-
-Selection unit: the OUTPUT FILTER of a convolution (every input-channel kernel of one output
-channel). ``M_d`` of a layer is therefore a set of output-channel indices ``index_d`` and
-``theta_d`` a dense tensor ``weight_d`` of shape ``[n_d, C_in / groups, kh, kw]`` holding only the
-selected filters. Because convolution is linear in its weight,
+mask of degradation ``d`` (:mod:`uniremoval.ads.selection`) and ``c`` the degradation probabilities
+the classifier predicts per image. The selection unit is the OUTPUT FILTER, so ``M_d`` of a layer
+is a set of output-channel indices ``index_d`` and ``theta_d`` a dense ``weight_d`` of shape
+``[n_d, C_in / groups, kh, kw]``. Convolution is linear in its weight, so
 
     conv(x, theta_ads) = conv(x, theta_um) + scatter_add_over_channels(c_d[b] * conv(x, weight_d))
 
-so :class:`AdaptiveConv2d` runs the UM convolution plus ONE small convolution over the
-concatenation of all degradations' selected filters: the extra cost is proportional to the number
-of selected weights, and no per-sample copy of the full weight is ever built, even when every
-sample of the batch has its own ``c``. Biases are not adapted (FAIG scores weights only).
+and :class:`AdaptiveConv2d` runs the UM convolution plus ONE small convolution over all selected
+filters: the extra cost is proportional to the selected weights, with no per-sample copy of the
+weight. Biases are not adapted. Maskable layers (:func:`is_maskable_conv`): exactly ``nn.Conv2d``,
+with ``groups == 1`` or depthwise.
 
-Maskable layers (:func:`is_maskable_conv`): plain ``nn.Conv2d`` (exactly that class, so subclasses
-with their own forward, e.g. parametrised/spectral-norm convs, are left alone) with ``groups == 1``
-or depthwise (``groups == in_channels == out_channels``; the selected filters' input channels are
-gathered and the extra convolution runs with ``groups = n_selected``). Grouped convolutions with
-other group counts, ``nn.ConvTranspose2d`` and ``nn.Linear`` are not masked.
-
-:class:`AdaptiveConv2d` is an ``nn.Conv2d`` subclass that takes over the UM convolution's own
-``weight``/``bias`` parameters (the same tensors, no copy), so the UM's state-dict keys are
-unchanged (``layer.weight``, ``layer.bias``); the specific weights add ``layer.weight_{d}``
-(parameters) and ``layer.index_{d}`` (buffers, the masks), ``d = 0..k-1`` in the order of the
-degradation list. :func:`split_adaptive_state_dict` separates the two parts.
-
-The condition ``c`` ([B, k]) is set per forward with the :func:`adaptive_condition` context manager
-on the network that holds the adaptive convolutions (``ADSNet`` does this in its forward).
+:class:`AdaptiveConv2d` takes over the UM convolution's own ``weight``/``bias`` (the state-dict keys
+are unchanged) and adds ``layer.weight_{d}`` (parameters) and ``layer.index_{d}`` (buffers),
+``d = 0..k-1``; :func:`split_adaptive_state_dict` separates the two. The condition ``c`` ([B, k]) is
+set per forward with :func:`adaptive_condition`. Details: ``docs/design.md``, "ADS".
 """
 import re
 from collections.abc import Mapping, Sequence

@@ -2,36 +2,21 @@
 
 ADS (Park et al., CVPR 2023, slides "Method: Step 2") scores every kernel ``i`` of a unified model
 ``theta_um`` against a target model ``theta_d`` fine-tuned from it on degradation ``d``, with FAIG
-(Xie et al., "Finding Discriminative Filters for Specific Degradations in Blind Super-Resolution",
-NeurIPS 2021, Eq. 6; code TencentARC/FAIG ``analysis/tools/*/faig.py``)::
+(Xie et al., NeurIPS 2021, Eq. 6; code TencentARC/FAIG)::
 
     F_i = | (1/N) [theta_d - theta_um]_i * sum_{t=0}^{N-1} dL(lambda(alpha_t), x) / d lambda_i |
     lambda(alpha) = alpha * theta_um + (1 - alpha) * theta_d,   alpha_t = t / N
 
-What the official FAIG code does, and this module follows:
+As in the official code: ``L`` is ``MSELoss(reduction='sum')`` between the interpolated network's
+output and the ground truth (``loss='l1'`` and ``reduction='mean'`` are options; without ground
+truth, the target model's output is the reference); ``N = 100``; the absolute value is taken per
+weight element and summed over each kernel; scores are computed per image and averaged over the
+images; the whole state is interpolated, in eval mode. FAIG's Eq. 7 (subtracting a second
+degradation's scores) is not part of FAIG-SD and is not applied.
 
-* ``L`` is the distance between the interpolated network's output and the ground truth of the
-  degraded input, ``MSELoss(reduction='sum')`` (FAIG Eq. 3: ``criterion(gt_img, output)``). Here
-  ``loss='mse'`` (default) or ``'l1'``, reduction ``'sum'`` (default) or ``'mean'``. When
-  ``batches`` yields degraded images only (no ground truth), the target model's output on the
-  same image is used as the reference (documented fallback; FAIG itself always has GT).
-* ``N = 100`` steps with ``alpha_t = t / N``, ``t = 0..N-1`` (the path starts at the target model
-  and stops one step short of the UM), gradients of every interpolated network accumulated.
-* The absolute value is taken per weight element and summed over the elements of each kernel
-  (``torch.sum(abs(grad_sum * diff / N))`` over the 3x3 slice), giving one score per kernel
-  ``[C_out, C_in/groups]``; biases are not scored.
-* Scores are computed per image (the absolute value is per image) and averaged over the images
-  of the degradation. Batches are therefore split into single images.
-* The whole state (all parameters and floating-point buffers) is interpolated; the network runs in
-  eval mode (as ``interpolate_net.eval()`` in FAIG).
-
-FAIG's Eq. 7 subtracts the scores of a second degradation's images; FAIG-SD as the slides define
-it (``F_i(theta_d, theta_um, x)`` per degradation d) does not, and neither does this function.
-
-Selection unit (ADS design here): the output filter; a filter's score is the sum of its kernels'
-scores (:func:`faig_scores` default). ``per_kernel=True`` returns the kernel scores instead. The
-network is never deep-copied: every step calls :func:`torch.func.functional_call` on ``um_net``
-with interpolated tensors.
+A filter's score is the sum of its kernels' scores (``per_kernel=True`` returns the kernel scores).
+The network is never copied: every step calls :func:`torch.func.functional_call` on ``um_net``.
+Details: ``docs/design.md``, "ADS".
 """
 from collections.abc import Mapping, Sequence
 

@@ -1,34 +1,23 @@
 """Filter selection for ADS (Park et al., CVPR 2023, step 2) and the slides' selection baselines.
 
-Unit: the OUTPUT FILTER of a convolution (all input-channel kernels of one output channel). The
-adaptive weights of a selected filter then form one small dense convolution whose cost is
-proportional to the selected weights (:mod:`uniremoval.ads.adaptive_conv`), and FAIG (Xie et al.,
-NeurIPS 2021, code TencentARC/FAIG) also ranks filters. A filter's score is the sum of its
-per-kernel scores; biases are never scored or adapted.
+Unit: the OUTPUT FILTER of a maskable convolution (:func:`uniremoval.ads.adaptive_conv.is_maskable_conv`);
+a filter's score is the sum of its per-kernel scores; biases are never scored.
 
-Maskable layers: every plain ``nn.Conv2d`` with ``groups == 1`` or depthwise (``groups ==
-in_channels == out_channels``); see :func:`uniremoval.ads.adaptive_conv.is_maskable_conv`.
-``nn.ConvTranspose2d``, ``nn.Linear`` and other grouped convolutions are not masked.
+Top-q% per layer (the slides: q = 1..5, 3 by default): a layer with ``C_out`` filters keeps
+``n_l = floor(q / 100 * C_out + 1/2)`` filters (round half up, exact decimal arithmetic), the
+highest scores, ties broken by the lower index (:func:`select_top_q`).
 
-Top-q% per layer (the slides: "for each d, the kernels of top q% FAIG scores are selected", q = 1..5,
-3 by default): layer ``l`` with ``C_out`` filters keeps ``n_l = floor(q / 100 * C_out + 1/2)``
-filters (round half up, computed in exact decimal arithmetic, so 3% of 50 filters is 2, 3% of 16
-is 0), the ``n_l`` highest scores, ties broken by the lower index; indices are returned sorted.
+:func:`compute_scores` gives the scores of one method of the slides' comparison table:
 
-Baselines of the slides' comparison table (Ran, En, |theta|, Ours):
+* ``faig``: FAIG-SD (:func:`uniremoval.ads.faig.faig_scores`), the paper's;
+* ``weight_diff``: ``|theta_um - theta_d|`` summed over the filter (:func:`weight_difference_scores`);
+* ``random``: uniform random scores (:func:`random_scores`);
+* ``encoder_only``: random scores on the encoder layers only; :func:`masks_for` then selects the
+  same total number of weights as top-q over all layers (:func:`top_q_weight_budget`), inside the
+  encoder (:func:`select_within_budget`).
 
-* Random (:func:`random_scores`): uniform random filter scores, then the same per-layer top-q.
-* Encoder-only (:func:`encoder_only_scores`, :func:`encoder_only_masks`): random scores on the
-  encoder layers (names under ``encoder_prefixes``), zero elsewhere. It selects the SAME total
-  number of weights as top-q over all layers (the budget, :func:`top_q_weight_budget`, which
-  depends on the layer shapes only), but only inside the encoder: filters are taken in decreasing
-  random score over all encoder layers and a filter is skipped when it would overshoot the budget
-  (:func:`select_within_budget`), so the total is at most the budget and short of it by less
-  than the smallest encoder filter (e.g. 9 weights, a NAFNet depthwise filter).
-* |theta_um - theta_d| (:func:`weight_difference_scores`): the absolute weight change summed over
-  the filter's elements, then per-layer top-q.
-
-Mask files (:func:`save_masks`, :func:`load_masks`) are ``torch.save`` dicts::
+Mask files (:func:`save_masks`, :func:`load_masks`) are ``torch.save`` dicts read with
+``weights_only=True``::
 
     {'format': 'uniremoval-ads-masks/1', 'unit': 'output_filter', 'q': float, 'method': str,
      'degradations': [names], 'masks': {deg: {layer: LongTensor}}, 'scores': {deg: {layer: FloatTensor}},

@@ -9,11 +9,13 @@ from os import path as osp
 
 import torch
 
+from uniremoval.commands.common import add_version_argument
 from uniremoval.demo.pipeline import run_demo
 
 
 def build_arg_parser():
     parser = argparse.ArgumentParser(prog='python -m uniremoval.demo', description=__doc__.split('\n')[0])
+    add_version_argument(parser)
     parser.add_argument('--out', default='results/demo', help='report and experiments folder')
     parser.add_argument('--data', default='datasets/demo', help='demo dataset folder (built if missing)')
     parser.add_argument('--teacher-iters', type=int, default=60)

@@ -33,6 +33,7 @@ import torch
 import uniremoval  # noqa: F401  (compat shim + registration)
 from uniremoval.ads.compare_workflow import check_compare_options, run_compare
 from uniremoval.ads.select_workflow import check_select_options, run_select
+from uniremoval.commands.common import add_version_argument
 from uniremoval.demo.data import build_demo_data
 from uniremoval.demo.options import write_option_file
 from uniremoval.demo.report import markdown_to_html
@@ -219,6 +220,7 @@ def write_ads_report(results, out_dir):
 
 def build_arg_parser():
     parser = argparse.ArgumentParser(prog='python -m uniremoval.demo.ads', description=__doc__.split('\n')[0])
+    add_version_argument(parser)
     parser.add_argument('--out', default='results/demo_ads', help='report, experiments and data folder')
     parser.add_argument('--data', default=None,
                         help='Rain-Blur-Noise data folder (default <out>/data; built if missing)')

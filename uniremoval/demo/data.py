@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from uniremoval.commands.common import add_version_argument
 from uniremoval.data import degradations as D
 
 __all__ = ['ALL_KINDS', 'KINDS', 'PHOTO_SPLITS', 'PHOTO_SOURCES', 'build_demo_data', 'load_photos', 'main']
@@ -371,6 +372,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description='Build the embedded haze/rain/blur demo dataset from photographs bundled with '
         'scikit-image (and scikit-learn / matplotlib when installed). No download needed.')
+    add_version_argument(parser)
     parser.add_argument('--out', default='datasets/demo', help='output folder (default: datasets/demo)')
     parser.add_argument('--seed', type=int, default=0, help='base seed (default: 0)')
     parser.add_argument('--n-train', type=int, default=64, help='train patches per photo and kind (default: 64)')

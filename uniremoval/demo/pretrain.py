@@ -27,6 +27,7 @@ from os import path as osp
 
 import torch
 
+from uniremoval.commands.common import add_version_argument
 from uniremoval.demo.data import KINDS, build_demo_data
 from uniremoval.demo.options import SCRATCH_LR, kt_options, set_learning_rate, teacher_options, write_option_file
 from uniremoval.demo.pipeline import load_stage_network, score_networks, train_stage
@@ -128,6 +129,7 @@ def pretrain(stages, data_root, work_dir, folder=CHECKPOINT_DIR, overrides=None,
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m uniremoval.demo.pretrain', description=__doc__.split('\n')[0])
+    add_version_argument(parser)
     parser.add_argument('--stages', nargs='+', default=list(STAGES), choices=STAGES)
     parser.add_argument('--data', default='datasets/demo', help='demo dataset folder (built if missing)')
     parser.add_argument('--work', default='results/pretrain', help='experiments folder of the training runs')
