@@ -15,6 +15,7 @@ with three deliberate differences:
   ``total_iter``), with errors that name the file, the key path and what was expected.
 """
 import argparse
+import copy
 import inspect
 import os
 import random
@@ -37,6 +38,19 @@ class OptionsError(UsageError, ValueError):
 def fail_option(path, message):
     """Raise :class:`OptionsError` as ``Option file <path>: <message>``."""
     raise OptionsError(f'Option file {path}: {message}')
+
+
+def section_with_defaults(opt, key, defaults, path):
+    """``opt[key]`` (created when missing or null), refusing keys not in ``defaults`` and filling in the
+    missing ones with copies of ``defaults``; the section is stored back into ``opt``."""
+    section = opt.get(key) or {}
+    opt[key] = section
+    unknown = sorted(set(section) - set(defaults))
+    if unknown:
+        fail_option(path, f'{key}: unknown key(s) {unknown}; known: {sorted(defaults)}')
+    for name, value in defaults.items():
+        section.setdefault(name, copy.deepcopy(value))
+    return section
 
 
 class SafeOptionLoader(yaml.SafeLoader):

@@ -20,7 +20,7 @@ import uniremoval  # noqa: F401  (compat shim + registration before BasicSR is u
 from basicsr.data import build_dataset
 from uniremoval.ads.selection import (DEFAULT_ENCODER_PREFIXES, METHODS, NEEDS_TARGETS, compute_scores,
                                       format_mask_summary, mask_summary, masks_for, parameter_overhead, save_masks)
-from uniremoval.options import fail_option
+from uniremoval.options import fail_option, section_with_defaults
 from uniremoval.restoration import load_network
 from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.pixel_range import parse_pixel_range
@@ -36,13 +36,7 @@ logger = logging.getLogger('uniremoval.ads.select_workflow')
 # ----------------------------------------------------------------------------- options
 def check_select_options(opt, path='<options>'):
     """Validate a select option dict in place (defaults filled in); raises :class:`OptionsError`."""
-    sel = opt.setdefault('select', {}) or {}
-    opt['select'] = sel
-    unknown = sorted(set(sel) - set(SELECT_DEFAULTS))
-    if unknown:
-        fail_option(path, f'select: unknown key(s) {unknown}; known: {sorted(SELECT_DEFAULTS)}')
-    for key, value in SELECT_DEFAULTS.items():
-        sel.setdefault(key, value)
+    sel = section_with_defaults(opt, 'select', SELECT_DEFAULTS, path)
     if sel['method'] not in METHODS:
         fail_option(path, f"select:method must be one of {METHODS}, got {sel['method']!r}")
     q = sel['q'] if isinstance(sel['q'], list) else [sel['q']]

@@ -35,7 +35,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from uniremoval.ads.adaptive_conv import resize_to_state_dict
 from uniremoval.models.model_mixins import (PerTypeValidationMixin, SafeCheckpointMixin, StagedRestorationMixin,
-                                            check_finite_losses, stage_supervision_losses)
+                                            stage_supervision_losses, step_generator)
 from uniremoval.utils.checkpoint import load_state_dict_file
 
 CONDITIONS = ('true_type', 'classifier')
@@ -207,12 +207,7 @@ class ADSModel(PerTypeValidationMixin, StagedRestorationMixin, SafeCheckpointMix
         self.output = outputs[0]
         loss_dict = stage_supervision_losses(outputs, self.gt, self.cri_pix, cri_perceptual=self.cri_perceptual)
         l_total = sum(loss_dict.values())
-        check_finite_losses(loss_dict, current_iter, self.opt)
-        l_total.backward()
-        self.optimizer_g.step()
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        step_generator(self, loss_dict, l_total, current_iter)
 
     def test(self):
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g

@@ -20,8 +20,7 @@ from collections import OrderedDict
 
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
-from uniremoval.models.model_mixins import (SafeCheckpointMixin, build_optional_loss, check_finite_losses,
-                                            perceptual_terms)
+from uniremoval.models.model_mixins import SafeCheckpointMixin, build_optional_loss, perceptual_terms, step_generator
 from uniremoval.utils.pixel_range import final_output
 
 
@@ -52,12 +51,7 @@ class ContrastiveRestorationModel(SafeCheckpointMixin, SRModel):
             negatives = self.lq.unsqueeze(0).expand(self.lq.size(0), *self.lq.shape)
             loss_dict['l_contrast'] = self.cri_contrastive(self.output, self.gt, negatives)
             l_total = l_total + loss_dict['l_contrast']
-        check_finite_losses(loss_dict, current_iter, self.opt)
-        l_total.backward()
-        self.optimizer_g.step()
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        step_generator(self, loss_dict, l_total, current_iter)
 
     def test(self):
         super().test()

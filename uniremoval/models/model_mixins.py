@@ -325,6 +325,18 @@ class NonFiniteLossError(RunFailure, FloatingPointError):
     """A training loss became NaN or infinite; raised before the step that would spread it into the weights."""
 
 
+def step_generator(model, loss_dict, l_total, current_iter):
+    """The end of a generator update that every model shares: stop on a non-finite term of ``loss_dict``
+    (:func:`check_finite_losses`), back-propagate ``l_total``, step ``optimizer_g``, log the reduced
+    ``loss_dict`` and update the EMA copy of the network."""
+    check_finite_losses(loss_dict, current_iter, model.opt)
+    l_total.backward()
+    model.optimizer_g.step()
+    model.log_dict = model.reduce_loss_dict(loss_dict)
+    if model.ema_decay > 0:
+        model.model_ema(decay=model.ema_decay)
+
+
 def check_finite_losses(loss_dict, current_iter, opt=None):
     """Stop training when a loss term is NaN or infinite, before ``backward()`` / ``optimizer.step()``.
 

@@ -18,7 +18,7 @@ loss values and ``eps`` mean the same in both settings.
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 from uniremoval.models.model_mixins import (SafeCheckpointMixin, StagedRestorationMixin, build_optional_loss,
-                                            check_finite_losses, stage_supervision_losses)
+                                            stage_supervision_losses, step_generator)
 
 
 @MODEL_REGISTRY.register()
@@ -50,9 +50,4 @@ class MPRNetModel(StagedRestorationMixin, SafeCheckpointMixin, SRModel):
 
         loss_dict = stage_supervision_losses(stage_outputs, self.gt, self.cri_pix, self.cri_edge, self.cri_perceptual)
         l_total = sum(loss_dict.values())
-        check_finite_losses(loss_dict, current_iter, self.opt)
-        l_total.backward()
-        self.optimizer_g.step()
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        step_generator(self, loss_dict, l_total, current_iter)

@@ -35,7 +35,8 @@ from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 from uniremoval.models.model_mixins import (EpochSchedulerMixin, PerTypeValidationMixin, SafeCheckpointMixin,
-                                            StagedRestorationMixin, build_optional_loss, check_finite_losses)
+                                            StagedRestorationMixin, build_optional_loss, check_finite_losses,
+                                            step_generator)
 
 SUPERVISED_STAGES = ('final', 'all')
 IMAGE_CL_NEGATIVES = ('all', 'other_types')
@@ -209,13 +210,8 @@ class UniRemovalKTModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad()
         l_total, loss_dict = self.compute_losses(current_iter)
-        check_finite_losses(dict(loss_dict, l_total=l_total), current_iter, self.opt)
-        l_total.backward()
-        self.optimizer_g.step()
-        loss_dict['l_total'] = l_total.detach()
-        self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        loss_dict['l_total'] = l_total
+        step_generator(self, loss_dict, l_total, current_iter)
 
 
 @MODEL_REGISTRY.register()
