@@ -18,13 +18,14 @@ STAMP := $(VENV)/.installed
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
-# BasicSR 1.4.2 is an sdist whose setup.py imports torch: build it against the torch already in
-# the venv (--no-build-isolation), otherwise pip pulls a second, unpinned torch into a throwaway
-# build environment. Then install the plugin itself.
-$(STAMP): $(VPY) setup.py requirements.txt
+# BasicSR 1.4.2 is an sdist whose setup.py fails on Python 3.13 (PEP 667) and lists torch in
+# setup_requires: tools/install_basicsr.py downloads it, fixes get_version(), builds the wheel
+# without build isolation (no second torch) and installs it; the same route on Python 3.10-3.13.
+# Then install the plugin itself.
+$(STAMP): $(VPY) setup.py requirements.txt tools/install_basicsr.py
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel
 	$(VPY) -m pip install -q $(TORCH_PKGS)
-	$(VPY) -m pip install -q --no-build-isolation basicsr==1.4.2
+	$(VPY) tools/install_basicsr.py -q
 	$(VPY) -m pip install -q -e '.[test,demo]'
 	touch $(STAMP)
 
@@ -35,12 +36,12 @@ test: $(STAMP)
 
 # flake8 (style, unused names) and isort (import order), settings in setup.cfg
 lint: $(STAMP)
-	$(VPY) -m flake8 uniremoval tests bench datasets_prep setup.py
-	$(VPY) -m isort --check-only --diff uniremoval tests bench datasets_prep setup.py
+	$(VPY) -m flake8 uniremoval tests bench datasets_prep tools setup.py
+	$(VPY) -m isort --check-only --diff uniremoval tests bench datasets_prep tools setup.py
 
 # rewrite the import order in place (flake8's findings are fixed by hand)
 format: $(STAMP)
-	$(VPY) -m isort uniremoval tests bench datasets_prep setup.py
+	$(VPY) -m isort uniremoval tests bench datasets_prep tools setup.py
 
 demo: $(STAMP)
 	$(VPY) -m uniremoval.demo --out results/demo
