@@ -1,7 +1,8 @@
 """Package metadata for uniremoval, a BasicSR plugin for Uni-Removal and ADS.
 
-Install torch/torchvision and BasicSR first (BasicSR 1.4.2 ships only an sdist whose
-build imports torch; see the README, "Installation"), then ``pip install -e .``.
+Install torch/torchvision and BasicSR first (BasicSR 1.4.2 ships only an sdist, whose setup.py
+fails on Python 3.13: ``tools/install_basicsr.py`` builds it; see the README, "Install"), then
+``pip install -e .``.
 """
 from os import path as osp
 

@@ -2,7 +2,7 @@
 
 Each benchmark runs in a fresh process (no memory, thread-pool or allocator state carried from
 one to the next) and writes ``bench/results/<name>.json``; this script then reads those files
-and prints the markdown table of ``bench/README.md`` (``--table-only`` prints it from the
+and prints the markdown table of ``docs/findings.md`` ("Benchmarks") (``--table-only`` prints it from the
 existing files without running anything).
 
     python bench/run_suite.py            # CPU settings, under 10 minutes on 2 quiet cores (make bench)

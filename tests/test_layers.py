@@ -82,6 +82,14 @@ def test_every_module_has_a_layer():
         layer(name)
 
 
+def test_every_package_folder_is_a_regular_package():
+    """setup.py's find_packages ships only folders with an __init__.py: a namespace folder would be left out
+    of the wheel and work only from a clone."""
+    for folder, _, files in os.walk(PACKAGE):
+        if '__pycache__' not in folder and any(name.endswith('.py') for name in files):
+            assert '__init__.py' in files, f'{folder} has modules but no __init__.py'
+
+
 def test_the_reader_finds_known_imports():
     """Guards the test itself: a few imports that exist must be seen (plain, from-import, function-level)."""
     assert 'uniremoval.restoration' in GRAPH['uniremoval.commands.restore']

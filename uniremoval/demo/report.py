@@ -201,7 +201,7 @@ def write_report(results, out_dir):
     padding = (s.get('network') or {}).get('padding_mode', 'zeros')
     if padding != 'zeros':
         start += (f" The MPRNets pad their convolutions with `{padding}`, not the official zeros, which left a seam "
-                  f"along the middle row and column where the stage-1/2 patches meet (README).")
+                  f"along the middle row and column where the stage-1/2 patches meet (docs/demo.md).")
     lines = [
         '# uniremoval demo report', '',
         f"Uni-Removal at toy scale on CPU: three tiny MPRNet teachers ({s['teacher_iters']} iterations each), "
