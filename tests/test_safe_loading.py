@@ -88,7 +88,7 @@ def test_restore_refuses_it(tmp_path, paired_folders, evil, capsys):
     assert not osp.exists(tmp_path / 'out' / '0000.png')
 
 
-def test_evaluate_refuses_it(tmp_path, paired_folders, evil, capsys):
+def test_evaluate_refuses_it(tmp_path, paired_folders, evil, capsys, monkeypatch):
     path, marker = evil
     opt = {'name': 'evil_eval', 'num_gpu': 0, 'network_g': load_option_file(TINY_TEACHER_OPT)['network_g'],
            'checkpoints': [{'name': 'evil', 'path': path, 'param_key': 'params'}],
@@ -98,7 +98,8 @@ def test_evaluate_refuses_it(tmp_path, paired_folders, evil, capsys):
     opt_path = str(tmp_path / 'eval.yml')
     with open(opt_path, 'w') as f:
         yaml.safe_dump(opt, f)
-    assert evaluate.main(['-opt', opt_path, '--force_yml', f'name={tmp_path / "x"}']) == 2
+    monkeypatch.chdir(tmp_path)  # results/<name>/ in the test's folder
+    assert evaluate.main(['-opt', opt_path]) == 2
     _refused(capsys.readouterr().err, path, marker)
 
 

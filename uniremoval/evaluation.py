@@ -28,7 +28,7 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import METRIC_REGISTRY
 from uniremoval.metrics.scoring import is_full_reference, metric_kwargs, score_image
-from uniremoval.options import OptionsError, check_dataset_paths, fail_option, load_option_file
+from uniremoval.options import OptionsError, check_dataset_paths, check_run_name, fail_option, load_option_file
 from uniremoval.restoration import load_network, network_function
 from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.pixel_range import parse_pixel_range
@@ -174,8 +174,7 @@ def parse_eval_options(path, force_yml=None, root_path=None):
         OptionsError: naming the file and the offending key (or checkpoint file).
     """
     opt = load_option_file(path, force_yml)
-    if not isinstance(opt.get('name'), str) or not opt['name']:
-        fail_option(path, f"'name' must be a non-empty string, got {opt.get('name')!r}")
+    check_run_name(opt, path)
     if not isinstance(opt.get('network_g'), dict) or 'type' not in opt['network_g']:
         fail_option(path, f"'network_g' must be a mapping with a 'type', got {opt.get('network_g')!r}")
     opt.setdefault('pixel_range', [0, 1])

@@ -40,6 +40,28 @@ def fail_option(path, message):
     raise OptionsError(f'Option file {path}: {message}')
 
 
+def run_name_problem(name):
+    """Why ``name`` cannot name a run folder (``experiments/<name>``, ``results/<name>``), or ``None``.
+
+    A run name is one plain folder name: no path separator, not absolute, not ``.`` or ``..``, no control
+    character; so the folder that is created, archived or written always lies inside its parent.
+    """
+    if not isinstance(name, str) or not name.strip():
+        return f'must be a non-empty string, got {name!r}'
+    if name in ('.', '..') or any(sep in name for sep in ('/', '\\', os.sep, os.altsep) if sep):
+        return f'must be a plain folder name (no path separator, not . or ..), got {name!r}'
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f'must not contain control characters, got {name!r}'
+    return None
+
+
+def check_run_name(opt, path):
+    """Raise :class:`OptionsError` unless ``opt['name']`` is a plain run name (:func:`run_name_problem`)."""
+    problem = run_name_problem(opt.get('name'))
+    if problem:
+        fail_option(path, f'name {problem}: the run folder must stay inside experiments/ or results/')
+
+
 def section_with_defaults(opt, key, defaults, path):
     """``opt[key]`` (created when missing or null), refusing keys not in ``defaults`` and filling in the
     missing ones with copies of ``defaults``; the section is stored back into ``opt``."""
@@ -68,6 +90,26 @@ def yaml_load_safe(stream):
     return yaml.load(stream, Loader=SafeOptionLoader)  # noqa: S506 (SafeLoader subclass)
 
 
+#: Values an option file may hold once YAML aliases are expanded (the paper configs hold a few hundred):
+#: a few nested aliases in a kilobyte of YAML would otherwise expand to billions when the options are
+#: logged or copied.
+MAX_OPTION_NODES = 100_000
+
+
+def expanded_size(node, limit):
+    """The number of values in ``node`` with shared (aliased) parts counted every time they appear,
+    counted up to just past ``limit``, so an alias bomb is measured without being expanded."""
+    count, stack = 0, [node]
+    while stack and count <= limit:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return count
+
+
 def load_option_file(path, force_yml=None):
     """Read an option YAML file into a dict, then apply ``force_yml`` (``--force_yml`` entries) if given.
 
@@ -83,6 +125,9 @@ def load_option_file(path, force_yml=None):
             raise OptionsError(f'Option file {path} is not valid (safe) YAML: {e}') from e
     if not isinstance(opt, dict):
         raise OptionsError(f'Option file {path} must hold a mapping of options, got {type(opt).__name__}')
+    if expanded_size(opt, MAX_OPTION_NODES) > MAX_OPTION_NODES:
+        raise OptionsError(f'Option file {path} expands to more than {MAX_OPTION_NODES} values through YAML '
+                           'aliases (an alias bomb?); write the repeated parts out')
     if force_yml:
         apply_force_yml(opt, force_yml)
     return opt
@@ -331,7 +376,9 @@ class OptionChecker:
     def run(self):
         from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
         opt = self.opt
-        self.require(opt, 'name', 'name', 'str')
+        problem = run_name_problem(self.require(opt, 'name', 'name', 'str'))
+        if problem:
+            self.fail('name', problem + ': the run folder must stay inside experiments/ or results/')
         self.registered(MODEL_REGISTRY, 'model', 'model_type', self.require(opt, 'model_type', 'model_type', 'str'))
         datasets = self.require(opt, 'datasets', 'datasets', 'mapping')
         for key in ('network_g', 'network_d'):

@@ -29,7 +29,7 @@ from uniremoval.ads.select_workflow import check_select_options, images_per_degr
 from uniremoval.ads.selection import (METHODS, NEEDS_TARGETS, compute_scores, load_masks, masks_for, parameter_overhead,
                                       save_masks)
 from uniremoval.metrics.scoring import score_images
-from uniremoval.options import fail_option, load_option_file, section_with_defaults
+from uniremoval.options import check_run_name, fail_option, load_option_file, section_with_defaults
 from uniremoval.restoration import load_network, network_function
 from uniremoval.train import train_pipeline
 from uniremoval.utils.atomic_io import atomic_open
@@ -52,6 +52,7 @@ def check_compare_options(opt, path='<options>'):
     for key in ('name', 'select_opt', 'ads_opt'):
         if key not in opt:
             fail_option(path, f'missing key {key!r}')
+    check_run_name(opt, path)
     cmp_opt = section_with_defaults(opt, 'compare', COMPARE_DEFAULTS, path)
     bad = [m for m in cmp_opt['methods'] if m not in METHODS]
     if bad or not cmp_opt['methods']:

@@ -20,7 +20,7 @@ import uniremoval  # noqa: F401  (compat shim + registration before BasicSR is u
 from basicsr.data import build_dataset
 from uniremoval.ads.selection import (DEFAULT_ENCODER_PREFIXES, METHODS, NEEDS_TARGETS, compute_scores,
                                       format_mask_summary, mask_summary, masks_for, parameter_overhead, save_masks)
-from uniremoval.options import fail_option, section_with_defaults
+from uniremoval.options import check_run_name, fail_option, section_with_defaults
 from uniremoval.restoration import load_network
 from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.pixel_range import parse_pixel_range
@@ -53,6 +53,7 @@ def check_select_options(opt, path='<options>'):
     for key in ('name', 'network_g'):
         if key not in opt:
             fail_option(path, f'missing key {key!r}')
+    check_run_name(opt, path)
     path_opt = opt.setdefault('path', {}) or {}
     opt['path'] = path_opt
     um = path_opt.get('pretrain_network_um')

@@ -67,6 +67,17 @@ def plan_outputs(input_path, output, ext=None, suffix=''):
     return plan
 
 
+def is_same_file(in_path, out_path):
+    """Whether writing ``out_path`` would replace ``in_path``: the same resolved path, or an existing file
+    with the same identity (reached through a symlink, a hard link, a bind mount or a relative path)."""
+    if osp.realpath(in_path) == osp.realpath(out_path):
+        return True
+    try:
+        return osp.samefile(in_path, out_path)
+    except OSError:  # the output does not exist yet
+        return False
+
+
 def check_output_folders(plan):
     """Create the output folder(s) of ``plan`` and check that a file can be created in each (a
     temporary file, removed at once); raises :class:`SetupError` naming the folder otherwise."""
@@ -200,7 +211,7 @@ def _run(args):
     for in_path, out_path in tqdm(plan, desc='images', unit='img', disable=args.quiet or len(plan) == 1):
         name = osp.basename(in_path)
         try:
-            if osp.abspath(in_path) == osp.abspath(out_path):
+            if is_same_file(in_path, out_path):
                 raise ValueError('the output would overwrite the input (use another folder, --suffix or --ext)')
             img = read_image(in_path)
             out = restore_image(net, img, tile=args.tile, overlap=args.tile_overlap, batch=args.tile_batch,
