@@ -75,6 +75,7 @@ def test_version(name, capsys):
 def test_policy_classes():
     assert exit_status(OptionsError('x')) == exit_status(SetupError('x')) == exit_status(CheckpointError('x')) == 2
     assert exit_status(FileNotFoundError(2, 'No such file', 'a.yml')) == 2
+    assert exit_status(OSError(28, 'No space left on device', 'net_g.pth')) is None  # not the user's input
     assert exit_status(RunFailure('nan')) == 1
     assert exit_status(ValueError('bug')) is None and exit_status(ValueError('x'), usage=(ValueError,)) == 2
     # the classes stay what they were for existing except clauses

@@ -12,10 +12,12 @@ A command's errors fall in two families, told apart by class, not by message:
 :func:`run_command` prints either as ``<prog>: error: <message>`` on one line, without a traceback.
 Anything else is a bug and propagates with its traceback.
 """
+import errno
 import sys
 
 USAGE_STATUS = 2
 FAILURE_STATUS = 1
+PATH_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG)
 
 
 class UsageError(Exception):
@@ -36,8 +38,8 @@ def exit_status(error, usage=()):
         return USAGE_STATUS
     if isinstance(error, RunFailure):
         return FAILURE_STATUS
-    if isinstance(error, OSError) and error.filename is not None:  # a path that cannot be read or written
-        return USAGE_STATUS
+    if isinstance(error, OSError) and error.filename is not None and error.errno in PATH_ERRNOS:
+        return USAGE_STATUS  # a path given that does not exist or may not be used; a full disk is no usage error
     return None
 
 
