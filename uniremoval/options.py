@@ -28,7 +28,7 @@ import yaml
 from basicsr.utils import set_random_seed
 from uniremoval.utils.dist_util import get_dist_info, init_dist_from_options
 from uniremoval.utils.errors import UsageError
-from uniremoval.version import __version__
+from uniremoval.version import version_text
 
 
 class OptionsError(UsageError, ValueError):
@@ -173,7 +173,7 @@ def build_arg_parser(is_train):
         prog='basicsr train' if is_train else 'basicsr test',
         description=('Train' if is_train else 'Test') + ' a BasicSR model with the uniremoval plugin loaded.')
     parser.add_argument('-opt', '--opt', dest='opt', type=str, required=True, help='Path to option YAML file.')
-    parser.add_argument('--version', action='version', version=f'%(prog)s (uniremoval) {__version__}')
+    parser.add_argument('--version', action='version', version=version_text('%(prog)s'))
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none', help='job launcher')
     parser.add_argument('--auto_resume', action='store_true', help='resume from the latest training state')
     parser.add_argument('--debug', action='store_true')

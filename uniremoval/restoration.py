@@ -22,6 +22,7 @@ checkpoint raise :class:`SetupError`.
 """
 import logging
 import os
+from contextlib import contextmanager
 from os import path as osp
 
 import cv2
@@ -50,6 +51,18 @@ logger = logging.getLogger('uniremoval.restoration')
 class SetupError(UsageError, RuntimeError):
     """A problem with the network options or the checkpoint (for ``uniremoval-restore`` also with its
     arguments): exit status 2 of the command."""
+
+
+@contextmanager
+def setup_errors():
+    """Report what fails while a command sets up (reading files, building and loading the network)
+    as a :class:`SetupError`, exit status 2; usage errors pass unchanged."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except (OSError, RuntimeError, KeyError) as e:
+        raise SetupError(str(e) or type(e).__name__) from e
 
 
 # ------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ checkpoint or mask (:mod:`uniremoval.utils.errors`).
 import sys
 
 from uniremoval.ads.compare_workflow import check_compare_options, run_compare
-from uniremoval.commands.common import add_option_file_argument, new_parser
+from uniremoval.commands.common import add_force_yml_argument, add_option_file_argument, new_parser
 from uniremoval.options import load_option_file
 from uniremoval.utils.errors import run_command
 
@@ -17,7 +17,7 @@ def build_arg_parser():
     parser = new_parser(PROG, "ADS: train and score CNN-ADS for every selection method, q and seed; the slides' "
                         'comparison table.')
     add_option_file_argument(parser, 'compare option file (options/ads/paper/*/compare.yml)')
-    parser.add_argument('--force_yml', nargs='+', default=None, help='override option keys: key:sub=value')
+    add_force_yml_argument(parser)
     return parser
 
 

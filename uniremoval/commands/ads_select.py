@@ -7,7 +7,7 @@ import sys
 
 from uniremoval.ads.select_workflow import check_select_options, run_select
 from uniremoval.ads.selection import METHODS
-from uniremoval.commands.common import add_option_file_argument, new_parser
+from uniremoval.commands.common import add_force_yml_argument, add_option_file_argument, new_parser
 from uniremoval.options import load_option_file
 from uniremoval.utils.errors import run_command
 
@@ -19,7 +19,7 @@ def build_arg_parser():
                         'the top-q% masks.')
     add_option_file_argument(parser, 'select option file (options/ads/paper/*/select.yml)')
     parser.add_argument('--method', choices=METHODS, default=None, help='selection method (default: select.method)')
-    parser.add_argument('--force_yml', nargs='+', default=None, help='override option keys: key:sub=value')
+    add_force_yml_argument(parser)
     return parser
 
 

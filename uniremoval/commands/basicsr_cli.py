@@ -7,7 +7,7 @@ Each subcommand takes BasicSR's own flags (``-opt``/``--opt``, ``--launcher``, `
 """
 import sys
 
-from uniremoval.version import __version__
+from uniremoval.version import version_text
 
 USAGE = """usage: basicsr {train,test} -opt OPTIONS.yml [--launcher {none,pytorch,slurm}] [--auto_resume]
                           [--debug] [--force_yml KEY:SUBKEY=VALUE ...]
@@ -24,7 +24,7 @@ def main(argv=None):
         print(USAGE)
         return 0 if argv else 2
     if argv[0] == '--version':
-        print(f'basicsr (uniremoval) {__version__}')
+        print(version_text('basicsr'))
         return 0
     command, rest = argv[0], argv[1:]
     if command == 'train':

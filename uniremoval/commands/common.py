@@ -5,7 +5,7 @@ Every command takes its option file as ``-opt`` (BasicSR's spelling) or ``--opt`
 """
 import argparse
 
-from uniremoval.version import __version__
+from uniremoval.version import version_text
 
 
 def new_parser(prog, description, epilog=None):
@@ -17,7 +17,13 @@ def new_parser(prog, description, epilog=None):
 
 
 def add_version_argument(parser):
-    parser.add_argument('--version', action='version', version=f'%(prog)s (uniremoval) {__version__}')
+    parser.add_argument('--version', action='version', version=version_text('%(prog)s'))
+
+
+def add_force_yml_argument(parser):
+    """``--force_yml key:sub=value ...``: override option-file keys, as in ``basicsr train``."""
+    parser.add_argument('--force_yml', nargs='+', default=None, metavar='KEY:SUB=VALUE',
+                        help='override option keys, e.g. name=run2')
 
 
 def add_option_file_argument(parser, help, required=True):

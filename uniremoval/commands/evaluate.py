@@ -9,7 +9,7 @@ import sys
 from os import path as osp
 
 from basicsr.utils import get_root_logger, get_time_str
-from uniremoval.commands.common import add_option_file_argument, new_parser
+from uniremoval.commands.common import add_force_yml_argument, add_option_file_argument, new_parser
 from uniremoval.evaluation import evaluate, parse_eval_options, write_outputs
 from uniremoval.utils.errors import run_command
 
@@ -20,7 +20,7 @@ def build_arg_parser():
     parser = new_parser(PROG, 'Score checkpoints on test sets and write the Uni-Removal comparison table '
                         '(Markdown, CSV, JSON) into results/<name>/.')
     add_option_file_argument(parser, 'the evaluation option file (options/eval_*.yml)')
-    parser.add_argument('--force_yml', nargs='+', default=None, help='Override options, e.g. save_img=true')
+    add_force_yml_argument(parser)
     return parser
 
 

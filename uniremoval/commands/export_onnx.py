@@ -8,8 +8,8 @@ import time
 
 from uniremoval.commands.common import add_option_file_argument, new_parser
 from uniremoval.onnx_export import DEFAULT_OPSET, PARITY_TOLERANCE, OnnxNetwork, export_onnx, max_abs_difference
-from uniremoval.restoration import SetupError, load_network, resolve_network_settings
-from uniremoval.utils.errors import UsageError, run_command
+from uniremoval.restoration import SetupError, load_network, resolve_network_settings, setup_errors
+from uniremoval.utils.errors import run_command
 
 PROG = 'uniremoval-export-onnx'
 
@@ -39,7 +39,7 @@ def main(argv=None):
 
 
 def _export(args):
-    try:
+    with setup_errors():  # whatever fails before the file is written is a set-up error
         if not args.output.lower().endswith('.onnx'):
             raise SetupError(f'-o {args.output}: expected a file name ending in .onnx')
         network_opt, pixel_range, checkpoint, param_key = resolve_network_settings(
@@ -47,10 +47,6 @@ def _export(args):
         net = load_network(checkpoint, network_opt, param_key, 'cpu')
         started = time.perf_counter()
         meta = export_onnx(net, args.output, pixel_range, args.opset)
-    except (OSError, RuntimeError, KeyError) as e:  # whatever fails before the file is written is a set-up error
-        if isinstance(e, UsageError):
-            raise
-        raise SetupError(str(e) or type(e).__name__) from e
     print(f'wrote {args.output} ({meta["network"]}, size multiple {meta["size_multiple"]}, '
           f'{time.perf_counter() - started:.1f} s)')
     if args.no_check:

@@ -21,8 +21,8 @@ from tqdm import tqdm
 from uniremoval import restoration
 from uniremoval.commands.common import add_option_file_argument, new_parser
 from uniremoval.restoration import (IMAGE_EXTENSIONS, SetupError, list_images, load_network, read_image,
-                                    resolve_network_settings, restore_image, write_image)
-from uniremoval.utils.errors import UsageError, run_command
+                                    resolve_network_settings, restore_image, setup_errors, write_image)
+from uniremoval.utils.errors import run_command
 
 PROG = 'uniremoval-restore'
 logger = logging.getLogger('uniremoval.restore')
@@ -193,7 +193,7 @@ def main(argv=None):
 
 
 def _run(args):
-    try:
+    with setup_errors():  # whatever fails before the first image is a set-up error
         if args.tile < 0 or args.tile_overlap < 0 or args.tile_batch < 1 or args.multiple < 1:
             raise SetupError('--tile and --tile-overlap must be >= 0, --tile-batch and --multiple >= 1')
         if args.tile and args.tile_overlap >= args.tile:
@@ -202,10 +202,6 @@ def _run(args):
         plan = plan_outputs(args.input, args.output, args.ext, args.suffix)
         check_output_folders(plan)
         net, pixel_range = _load_engine(args, device)
-    except (OSError, RuntimeError, KeyError) as e:  # whatever fails before the first image is a set-up error
-        if isinstance(e, UsageError):
-            raise
-        raise SetupError(str(e) or type(e).__name__) from e
 
     restored, failed = [], []
     for in_path, out_path in tqdm(plan, desc='images', unit='img', disable=args.quiet or len(plan) == 1):
