@@ -3,8 +3,11 @@
 Both steps run on the same batch and the same student in one process, interleaved, so the printed
 time ratio does not depend on how fast or busy the machine is. Peak memory: on CUDA
 ``torch.cuda.max_memory_allocated`` per step kind; on CPU, in a fresh child process per step kind
-that builds the same model and runs only that kind of step, the highest resident memory sampled
-(every 0.2 ms from a thread) while the steps run, minus the resident memory just before them.
+that builds the same model and runs only that kind of step, the kernel's resident-memory high-water
+mark (``VmHWM``, reset through ``/proc/self/clear_refs`` once the model and batch are built) over the
+first steps, minus the resident memory just before them. The first step is included on purpose: the
+allocator keeps what a step freed, so later steps reuse it and a rise measured after a warm-up step
+reads zero. What it counts is the step's working set: activations, gradients, optimiser state.
 
 Losses and weights as in ``uniremoval/demo/configs/kt_tiny.yml`` (untrained VGG; relu1_1-relu3_1 unless --paper).
 
@@ -26,8 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from os import path as osp
 
 import torch
@@ -131,22 +132,21 @@ def rss_mib():
         return int(f.read().split()[1]) * PAGE_MIB
 
 
-class RssSampler(threading.Thread):
-    """Samples this process's resident memory until stopped; ``peak`` is the highest value seen."""
+def high_water_mib():
+    """The kernel's peak resident memory of this process (``VmHWM``), in MiB."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError('no VmHWM in /proc/self/status')
 
-    def __init__(self, interval=2e-4):
-        super().__init__(daemon=True)
-        self.interval, self.peak, self._stop_event = interval, rss_mib(), threading.Event()
 
-    def run(self):
-        while not self._stop_event.is_set():
-            self.peak = max(self.peak, rss_mib())
-            time.sleep(self.interval)
-
-    def stop(self):
-        self._stop_event.set()
-        self.join()
-        return self.peak
+def reset_high_water():
+    """Reset ``VmHWM`` to the current resident memory (Linux 4.0+); raise if the kernel refuses."""
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    if high_water_mib() > rss_mib() + 1:
+        raise RuntimeError('could not reset the resident-memory high-water mark (/proc/self/clear_refs)')
 
 
 def child_step_peak_mib(args, kind):
@@ -175,14 +175,16 @@ def main(argv=None):
         model = build_kt_model(args, workdir)
         batch = make_batch(args, args.device)
         if args.only:
-            STEPS[args.only](model, batch, 1)  # warm-up: lazy allocations, optimizer state
             gc.collect()
+            reset_high_water()
             before = rss_mib()
-            sampler = RssSampler()
-            sampler.start()
-            for it in range(2, 4):
+            for it in range(1, 4):
                 STEPS[args.only](model, batch, it)
-            print(sampler.stop() - before)
+            rise = high_water_mib() - before
+            if rise < 1:
+                raise RuntimeError(f'{args.only} steps raised the peak resident memory by {rise:.2f} MiB only: '
+                                   'the measurement is broken')
+            print(rise)
             return 0
         peaks = {}
 

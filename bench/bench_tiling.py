@@ -9,7 +9,8 @@ restoration (imports, network, input image) is reported beside it. The children 
 other and each times only its own restoration, so the throughput ratio tiled/untiled compares runs
 made minutes apart: on a busy machine repeat it (``--repeat``; the medians are used).
 
-Written to ``bench/results/tiling.json``: per configuration peak and baseline memory (MiB), seconds,
+Written to ``bench/results/tiling_<W>x<H>.json`` (one file per size, so a quick run never replaces the
+4K figures): per configuration peak and baseline memory (MiB), seconds,
 megapixels per second, and against the untiled output the largest and mean absolute difference (grey
 levels, 0-255, worst channel) and the PSNR of both against the clean image. Why tiled differs from
 untiled with MPRNet (its input split into halves and quarters): see ``tests/test_tiling_parity.py``.
@@ -34,7 +35,7 @@ from os import path as osp
 import numpy as np
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-RESULTS = osp.join(REPO, 'bench', 'results', 'tiling.json')
+RESULTS_DIR = osp.join(REPO, 'bench', 'results')
 
 
 def _size(text):
@@ -99,7 +100,7 @@ def main():
     parser.add_argument('--threads', type=int, default=int(os.environ.get('OMP_NUM_THREADS', 1)))
     parser.add_argument('--checkpoint', help='default: the shipped demo rain teacher')
     parser.add_argument('--opt', help="option file with the checkpoint's network_g")
-    parser.add_argument('--results', default=RESULTS)
+    parser.add_argument('--results', help='result file (default bench/results/tiling_<W>x<H>.json)')
     # child mode
     parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     parser.add_argument('--input', help=argparse.SUPPRESS)
@@ -113,6 +114,7 @@ def main():
     args.checkpoint = args.checkpoint or checkpoint_file('rain')
     args.opt = args.opt or osp.join(CHECKPOINT_DIR, 'pretrain_teacher_rain.yml')
     width, height = args.size
+    args.results = args.results or osp.join(RESULTS_DIR, f'tiling_{width}x{height}.json')
     lq, clean = make_image(width, height)
     tiled = [(f'tile{args.tile}_batch{b}', args.tile, args.tile_overlap, b) for b in args.tile_batch]
     configs = [('untiled', 0, 0, 1)] + tiled

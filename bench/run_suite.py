@@ -135,12 +135,13 @@ def table():
         if 'speedup_onnxruntime_over_eager' in row:
             rows.append((f"{row.get('network')} {row.get('size')}px: ONNX Runtime speed-up over PyTorch eager",
                          f"{row['speedup_onnxruntime_over_eager']:.2f}", 'onnx'))
-    r = _load('tiling')
-    for row in (r or {}).get('results', []):
-        if 'throughput_ratio_tiled_over_untiled' in row:
-            rows.append((f"tiled ({row['config']}) / untiled restoration: throughput, peak memory",
-                         f"{row['throughput_ratio_tiled_over_untiled']:.2f}, "
-                         f"{row['peak_ratio_tiled_over_untiled']:.2f}", 'tiling'))
+    for name in sorted(n[:-5] for n in os.listdir(RESULTS) if n.startswith('tiling_')):
+        r = _load(name)
+        for row in r.get('results', []):
+            if 'throughput_ratio_tiled_over_untiled' in row:
+                rows.append((f"{r['size']} tiled ({row['config']}) / untiled restoration: throughput, peak memory",
+                             f"{row['throughput_ratio_tiled_over_untiled']:.2f}, "
+                             f"{row['peak_ratio_tiled_over_untiled']:.2f}", name))
     for name in sorted(n[:-5] for n in os.listdir(RESULTS) if n.startswith('ads_overhead_')):
         r = _load(name)
         for row in r['rows']:
