@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from uniremoval.commands.common import add_version_argument
 from uniremoval.data import degradations as D
+from uniremoval.utils.atomic_io import temp_prefix
 
 __all__ = ['ALL_KINDS', 'KINDS', 'PHOTO_SPLITS', 'PHOTO_SOURCES', 'build_demo_data', 'load_photos', 'main']
 
@@ -301,7 +302,7 @@ def build_demo_data(out_dir,
     jobs = _plan(photos, seed, n_train, n_val, n_real, n_clear, train_size, val_size, real_size, kinds, min_detail)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f'.{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+    tmp = out.parent / f'{temp_prefix(out.parent, out.name, extra=32)}tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
     tmp.mkdir()
     try:
         crops = {}
@@ -352,7 +353,7 @@ def build_demo_data(out_dir,
         if out.exists() or out.is_symlink():
             if not overwrite:
                 raise FileExistsError(f'{out} appeared during the build; pass overwrite=True to replace it')
-            old = out.parent / f'.{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+            old = out.parent / f'{temp_prefix(out.parent, out.name, extra=32)}old-{os.getpid()}-{uuid.uuid4().hex[:8]}'
             os.replace(out, old)
             os.replace(tmp, out)
             if old.is_dir() and not old.is_symlink():

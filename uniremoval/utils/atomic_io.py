@@ -14,6 +14,28 @@ def _current_umask():
     return mask
 
 
+def name_max(folder):
+    """The file system's limit on one name's length in bytes under ``folder`` (255 if unknown)."""
+    try:
+        return int(os.pathconf(folder, 'PC_NAME_MAX'))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def temp_prefix(folder, name, extra=14):
+    """A hidden temporary-name prefix ``.<name>.`` for ``name`` in ``folder`` that still fits the file system's
+    name limit once ``extra`` bytes (a random part and a suffix) are added: the name part is shortened, on
+    whole characters, when ``name`` itself is near the limit."""
+    room = name_max(folder) - extra - 2
+    encoded = os.fsencode(name)
+    if len(encoded) > room:
+        encoded = encoded[:max(room, 1)]
+        name = os.fsdecode(encoded)
+        while len(os.fsencode(name)) > max(room, 1):
+            name = name[:-1]
+    return f'.{name}.'
+
+
 @contextmanager
 def atomic_open(path, mode='wb', **open_kwargs):
     """Open a temporary file next to ``path``; rename it to ``path`` when the block succeeds.
@@ -25,7 +47,7 @@ def atomic_open(path, mode='wb', **open_kwargs):
     """
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
+    fd, tmp_path = tempfile.mkstemp(prefix=temp_prefix(folder, osp.basename(path)), suffix='.tmp', dir=folder)
     try:
         os.chmod(tmp_path, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode, **open_kwargs) as f:
