@@ -342,6 +342,7 @@ class LmdbWriter:
         self.pending, self.pending_bytes = [], 0
         self.count = 0
         self.keys = set()
+        self.claimed = False
         os.makedirs(folder, exist_ok=True)
         self.env = lmdb.open(self.tmp_path, map_size=map_size, subdir=True, meminit=False)
         self.meta = open(osp.join(self.tmp_path, 'meta_info.txt'), 'w')
@@ -391,10 +392,39 @@ class LmdbWriter:
         finally:
             shutil.rmtree(self.tmp_path, ignore_errors=True)
 
+    def claim(self):
+        """Take the final name without replacing anything: create it as an empty folder (``mkdir`` fails
+        if the name exists, whichever run made it). :meth:`finalize` then renames the LMDB onto that empty
+        folder; a folder that something filled meanwhile makes that rename fail (``ENOTEMPTY``)."""
+        try:
+            os.mkdir(self.final_path)
+        except FileExistsError:
+            raise PackError(f'output appeared while packing (another run into the same --out?), not replaced: '
+                            f'{self.final_path}') from None
+        self.claimed = True
+
+    def unclaim(self):
+        """Remove the empty folder made by :meth:`claim` (after a failure before :meth:`finalize`)."""
+        if getattr(self, 'claimed', False):
+            try:
+                os.rmdir(self.final_path)
+            except OSError:
+                pass
+            self.claimed = False
+
     def finalize(self):
-        """Rename the complete temporary LMDB to its final name (replacing an existing one)."""
+        """Rename the complete temporary LMDB to its final name: onto the folder taken by :meth:`claim`, or
+        replacing an existing one (overwrite)."""
         self.close()
         old = None
+        if getattr(self, 'claimed', False):
+            try:
+                os.rename(self.tmp_path, self.final_path)
+            except OSError as e:
+                raise PackError(f'output appeared while packing, not replaced: {self.final_path} ({e.strerror})'
+                                ) from None
+            self.claimed = False
+            return
         if osp.exists(self.final_path):
             old = f'{self.tmp_path}-old'
             os.rename(self.final_path, old)
@@ -498,7 +528,8 @@ def pack(items: Sequence[Item],
     for paths in targets.values():
         for p in paths:
             report.removed_leftovers += remove_stale_temps(p)
-    _write_outputs(by_split, targets, out, paired, opts, workers, progress, skip_bad, map_size, report)
+    _write_outputs(by_split, targets, out, paired, opts, workers, progress, skip_bad, map_size, report,
+                   overwrite=overwrite)
     return report
 
 
@@ -582,10 +613,13 @@ def _split_items(items, split, val_split, val_fraction, val_count, seed):
     return by_split
 
 
-def _write_outputs(by_split, targets, out, paired, opts, workers, progress, skip_bad, map_size, report):
+def _write_outputs(by_split, targets, out, paired, opts, workers, progress, skip_bad, map_size, report,
+                   overwrite=False):
     """Write every split under temporary names, then rename all of them into place.
 
-    Any failure (or interruption) removes every temporary LMDB, and ``out`` if this run created it
+    Without ``overwrite`` every final name is first taken (:meth:`LmdbWriter.claim`), so an output that
+    another run made meanwhile is refused, not replaced. Any failure (or interruption) removes every
+    temporary LMDB, and ``out`` if this run created it
     and left it empty, so existing outputs stay untouched.
     """
     created_out = not osp.isdir(out)
@@ -596,10 +630,14 @@ def _write_outputs(by_split, targets, out, paired, opts, workers, progress, skip
                          report)
         for writer in writers:
             writer.close()
+        if not overwrite:  # outputs that appeared since the start are refused, never replaced
+            for writer in writers:
+                writer.claim()
         for writer in writers:
             writer.finalize()
     except BaseException:
         for writer in writers:
+            writer.unclaim()
             writer.abort()
         if created_out:
             try:

@@ -366,3 +366,32 @@ def test_corrupt_image_is_named(tmp_path, capsys):
     assert listing(tmp_path / 'out') == []
     assert run(*args, '--skip-bad') == 0
     assert sorted(read_lmdb(tmp_path / 'out' / 'train_lq.lmdb')) == ['1_1']
+
+
+@pytest.mark.parametrize('made', ['full', 'empty'])
+def test_output_made_by_another_run_meanwhile_is_not_replaced(ots, tmp_path, capsys, monkeypatch, made):
+    """A second run into the same --out that finishes first wins; this one refuses at its final rename."""
+    root, pairs = ots
+    out = tmp_path / 'out'
+    real_close = LP.LmdbWriter.close
+    raced = []
+
+    def close_then_race(self):
+        real_close(self)
+        if not raced:  # the other run finishes just before our final step
+            raced.append(1)
+            if made == 'full':
+                assert pack_cli.main(['reside-ots', '--root', str(root), '--out', str(out), '--workers', '1',
+                                      '--no-progress', '--crop-size', '8']) == 0
+            else:
+                (out / 'train_lq.lmdb').mkdir(parents=True)
+
+    monkeypatch.setattr(LP.LmdbWriter, 'close', close_then_race)
+    assert run('reside-ots', '--root', root, '--out', out) == 1
+    assert 'appeared while packing' in capsys.readouterr().err
+    if made == 'full':  # the other run's sub-image LMDBs are kept, not our whole-image ones
+        monkeypatch.setattr(LP.LmdbWriter, 'close', real_close)
+        assert len(read_lmdb(out / 'train_lq.lmdb')) > len(pairs)
+        assert listing(out) == ['train_gt.lmdb', 'train_lq.lmdb']
+    else:
+        assert listing(out) == ['train_lq.lmdb'] and listing(out / 'train_lq.lmdb') == []
