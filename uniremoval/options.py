@@ -17,6 +17,7 @@ with three deliberate differences:
 import argparse
 import copy
 import inspect
+import math
 import os
 import random
 import re
@@ -26,6 +27,7 @@ import torch
 import yaml
 
 from basicsr.utils import set_random_seed
+from uniremoval.utils.display import shown
 from uniremoval.utils.dist_util import get_dist_info, init_dist_from_options
 from uniremoval.utils.errors import UsageError
 from uniremoval.version import version_text
@@ -76,7 +78,26 @@ def section_with_defaults(opt, key, defaults, path):
 
 
 class SafeOptionLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also resolves exponent floats without a dot (``2e-4``)."""
+    """``yaml.SafeLoader`` that also resolves exponent floats without a dot (``2e-4``) and refuses a key
+    given twice in one mapping (at any depth), naming the key and both lines."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == 'tag:yaml.org,2002:merge':
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f'duplicate key {shown(str(key))} (lines {first} and '
+                                    f'{key_node.start_mark.line + 1})', key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 SafeOptionLoader.add_implicit_resolver(
@@ -302,6 +323,27 @@ KIND_WORDS = {'int': 'an integer', 'number': 'a number', 'ints': 'a list of inte
               'list': 'a list', 'mapping': 'a mapping'}
 POSITIVE_KEYS = ('total_iter', 'batch_size_per_gpu', 'gt_size', 'val_freq', 'print_freq', 'save_checkpoint_freq',
                  'dataset_enlarge_ratio', 'lr')
+#: Iteration counts BasicSR and our code hold: the logger formats them and the training state and data
+#: samplers carry them as int32-sized values; far beyond any real run.
+MAX_TOTAL_ITER = 2**31 - 1
+#: Value ranges on top of the kinds of NUMERIC_KEYS: (test, what was expected), applied to each element of a list.
+RANGES = {
+    'train': {'total_iter': (lambda v: v <= MAX_TOTAL_ITER, f'at most {MAX_TOTAL_ITER} (int32)')},
+    'optim': {'lr': (lambda v: v > 0, 'a positive learning rate'),
+              'betas': (lambda v: 0 <= v < 1, 'betas each in [0, 1)'),
+              'eps': (lambda v: v > 0, 'a positive eps'),
+              'weight_decay': (lambda v: v >= 0, 'a weight decay >= 0'),
+              'momentum': (lambda v: 0 <= v <= 1, 'a momentum in [0, 1]')},
+    'scheduler': {'gamma': (lambda v: v > 0, 'a positive gamma'),
+                  'periods': (lambda v: v >= 1, 'positive integer periods'),
+                  'milestones': (lambda v: v >= 1, 'positive integer milestones'),
+                  'eta_min': (lambda v: v >= 0, 'an eta_min >= 0'),
+                  'restart_weights': (lambda v: v >= 0, 'restart weights >= 0')},
+    'dataset': {'num_worker_per_gpu': (lambda v: v >= 0, 'a worker count >= 0')},
+}
+#: Root options: manual_seed is handed to random, numpy and torch (numpy takes [0, 2**32 - 1]); scale >= 1.
+ROOT_RANGES = {'manual_seed': (lambda v: 0 <= v <= 2**32 - 1, 'a seed in [0, 4294967295]'),
+               'scale': (lambda v: v >= 1, 'a scale >= 1')}
 DATA_PATH_KEYS = ('dataroot_gt', 'dataroot_lq', 'dataroot_clear', 'meta_info_file', 'clear_meta_info_file')
 SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR', 'EpochExponentialLR')
 
@@ -349,6 +391,9 @@ class OptionChecker:
     def expect(self, keys, value, kind, positive=False):
         if not _matches(value, kind):
             self.fail(keys, f'expected {KIND_WORDS[kind]}, got {value!r} ({type(value).__name__})')
+        for v in (value if kind in ('ints', 'numbers') else [value]):
+            if kind in ('number', 'numbers') and not math.isfinite(v):
+                self.fail(keys, f'expected a finite number, got {v!r}')
         if positive and kind in ('int', 'number') and value <= 0:
             self.fail(keys, f'expected a positive {KIND_WORDS[kind][3:] if kind == "int" else "number"}, '
                             f'got {value!r}')
@@ -364,6 +409,23 @@ class OptionChecker:
         for key, kind in NUMERIC_KEYS[group].items():
             if isinstance(node, dict) and node.get(key) is not None:
                 self.expect(f'{prefix}:{key}', node[key], kind, positive=key in POSITIVE_KEYS)
+                self.in_range(f'{prefix}:{key}', node[key], RANGES.get(group, {}).get(key))
+
+    def in_range(self, keys, value, rule):
+        if rule is None:
+            return
+        test, words = rule
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            if not test(v):
+                self.fail(keys, f'expected {words}, got {shown(repr(value))}')
+
+    def finite_everywhere(self, node, keys=''):
+        """No NaN or infinity anywhere in the options (``.nan`` reaches torch as a silent NaN)."""
+        if isinstance(node, float) and not math.isfinite(node):
+            self.fail(keys or '(root)', f'expected a finite number, got {node!r}')
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            self.finite_everywhere(value, f'{keys}:{shown(str(key))}' if keys else shown(str(key)))
 
     def registered(self, registry, what, keys, name):
         objects = dict(iter(registry))  # {name: class}; BasicSR's get() also accepts names with a '_basicsr' suffix
@@ -376,6 +438,11 @@ class OptionChecker:
     def run(self):
         from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
         opt = self.opt
+        self.finite_everywhere(opt)
+        for key, rule in ROOT_RANGES.items():
+            if opt.get(key) is not None:
+                self.expect(key, opt[key], 'int')
+                self.in_range(key, opt[key], rule)
         problem = run_name_problem(self.require(opt, 'name', 'name', 'str'))
         if problem:
             self.fail('name', problem + ': the run folder must stay inside experiments/ or results/')
@@ -508,10 +575,14 @@ def check_constructor_args(checker, cls, options, keys, skip=()):
             if not takes_kwargs:
                 checker.fail(f'{keys}:{key}', f'{name} takes no argument {key!r}; it takes: {", ".join(params)}')
             continue
-        kind = _kind_of_default(params[key].default)
+        default = params[key].default
+        kind = _kind_of_default(default)
         if kind is not None and value is not None and not _matches(value, kind):
             checker.fail(f'{keys}:{key}', f'expected {KIND_WORDS[kind]} (the default of {name}.{key} is '
-                                          f'{params[key].default!r}), got {value!r} ({type(value).__name__})')
+                                          f'{default!r}), got {value!r} ({type(value).__name__})')
+        if _is_int(default) and default > 0 and _is_int(value) and value <= 0:  # sizes, counts (n_feat, width)
+            checker.fail(f'{keys}:{key}', f'expected a positive integer (the default of {name}.{key} is '
+                                          f'{default!r}), got {value!r}')
     missing = [n for n, p in params.items() if p.default is p.empty and n not in options]
     if missing:
         checker.fail(keys, f'{name} needs the argument(s) {", ".join(missing)}')
