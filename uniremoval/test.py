@@ -18,6 +18,7 @@ from basicsr.utils import get_env_info, get_root_logger, get_time_str, make_exp_
 from basicsr.utils.options import dict2str
 from uniremoval.options import parse_options
 from uniremoval.utils.errors import run_command
+from uniremoval.utils.run_lock import acquire_run_lock
 
 
 def test_pipeline(args=None, root_path=None):
@@ -28,6 +29,12 @@ def test_pipeline(args=None, root_path=None):
         (empty dicts when the option file defines no metrics).
     """
     opt, _ = parse_options(sys.argv[1:] if args is None else args, root_path=root_path, is_train=False)
+    with acquire_run_lock(opt['path']['results_root'], 'test run'):  # before make_exp_dirs archives the folder
+        return _test(opt)
+
+
+def _test(opt):
+    """The test run of :func:`test_pipeline`, with ``results/<name>`` locked."""
     torch.backends.cudnn.benchmark = True
 
     make_exp_dirs(opt)

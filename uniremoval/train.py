@@ -39,6 +39,7 @@ from uniremoval.options import parse_options
 from uniremoval.utils.checkpoint import STATE_FILE, capture_rng_state, find_resumable_state, restore_rng_state
 from uniremoval.utils.dist_util import broadcast_object
 from uniremoval.utils.errors import run_command
+from uniremoval.utils.run_lock import RunLockedError, acquire_run_lock
 
 
 def find_latest_state(state_dir):
@@ -160,6 +161,35 @@ def train_pipeline(args=None, root_path=None, on_log=None):
         BaseModel: the trained model (its networks hold the final weights).
     """
     opt, args = parse_options(sys.argv[1:] if args is None else args, root_path=root_path, is_train=True)
+    run_lock = lock_run_folder(opt, opt['path']['experiments_root'], 'training run')
+    try:
+        return _train(opt, args, on_log)
+    finally:
+        if run_lock is not None:
+            run_lock.release()
+
+
+def lock_run_folder(opt, run_folder, what):
+    """Rank 0 locks ``run_folder`` (:mod:`uniremoval.utils.run_lock`) before it is created or archived; every
+    rank raises :class:`~uniremoval.utils.run_lock.RunLockedError` when another run holds it.
+
+    Returns:
+        RunLock | None: the held lock on rank 0, None on the other ranks.
+    """
+    lock, problem = None, None
+    if opt.get('rank', 0) == 0:
+        try:
+            lock = acquire_run_lock(run_folder, what)
+        except RunLockedError as e:
+            problem = str(e)
+    problem = broadcast_object(problem)  # the other ranks stop with rank 0
+    if problem is not None:
+        raise RunLockedError(problem)
+    return lock
+
+
+def _train(opt, args, on_log):
+    """The training run of :func:`train_pipeline`, with the run folder locked."""
     torch.backends.cudnn.benchmark = True
 
     resume_state = load_resume_state(opt)
