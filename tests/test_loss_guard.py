@@ -70,6 +70,17 @@ def test_teacher_model(tmp_path):
     _stops_without_step(model, _batch(), [model.net_g], 'l_pix')
 
 
+def test_message_names_the_scheduled_learning_rate_not_the_configured_one(tmp_path):
+    opt, _ = parse_options(['-opt', TINY_TEACHER_OPT], root_path=str(tmp_path), check_paths=False)
+    model = build_model(opt)
+    for group in model.optimizers[0].param_groups:
+        group['lr'] = 1.25e-5  # where a schedule has taken it; the option file says 2e-4
+    model.feed_data(_nan_batch(_batch()))
+    with pytest.raises(NonFiniteLossError) as info:
+        model.optimize_parameters(7)
+    assert 'scheduled at this iteration 1.25e-05 (configured: train:optim_g:lr = 0.0002)' in str(info.value)
+
+
 def test_contrastive_model(tmp_path):
     opt = {'name': 'guard', 'model_type': 'ContrastiveRestorationModel', 'num_gpu': 0, 'is_train': True,
            'dist': False, 'rank': 0, 'world_size': 1, 'scale': 1,

@@ -129,7 +129,7 @@ class DegradationClassifierModel(SafeCheckpointMixin, BaseModel):
         self.optimizer_g.zero_grad()
         logits = self.net_g(self.lq)
         l_ce = self.ce_weight * F.cross_entropy(logits, self.label, label_smoothing=self.label_smoothing)
-        check_finite_losses({'l_ce': l_ce}, current_iter, self.opt)
+        check_finite_losses({'l_ce': l_ce}, current_iter, self.opt, lrs=self.get_current_learning_rate())
         l_ce.backward()
         self.optimizer_g.step()
         acc = (logits.detach().argmax(1) == self.label).float().mean()

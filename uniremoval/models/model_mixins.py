@@ -329,7 +329,7 @@ def step_generator(model, loss_dict, l_total, current_iter):
     """The end of a generator update that every model shares: stop on a non-finite term of ``loss_dict``
     (:func:`check_finite_losses`), back-propagate ``l_total``, step ``optimizer_g``, log the reduced
     ``loss_dict`` and update the EMA copy of the network."""
-    check_finite_losses(loss_dict, current_iter, model.opt)
+    check_finite_losses(loss_dict, current_iter, model.opt, lrs=model.get_current_learning_rate())
     l_total.backward()
     model.optimizer_g.step()
     model.log_dict = model.reduce_loss_dict(loss_dict)
@@ -337,7 +337,7 @@ def step_generator(model, loss_dict, l_total, current_iter):
         model.model_ema(decay=model.ema_decay)
 
 
-def check_finite_losses(loss_dict, current_iter, opt=None):
+def check_finite_losses(loss_dict, current_iter, opt=None, lrs=None):
     """Stop training when a loss term is NaN or infinite, before ``backward()`` / ``optimizer.step()``.
 
     Called by every model's ``optimize_parameters`` on its loss terms (``l_total`` included where the
@@ -350,6 +350,8 @@ def check_finite_losses(loss_dict, current_iter, opt=None):
         loss_dict (dict[str, Tensor | float]): the loss terms, by log name (``l_pix``, ``l_g_gan``...).
         current_iter (int): the training iteration, named in the message.
         opt (dict | None): the model options; names the option file's learning rate and the models folder.
+        lrs (list[float] | None): the scheduled learning rates in use at this iteration (the model's
+            ``get_current_learning_rate()``), named instead of the option file's where given.
 
     Raises:
         NonFiniteLossError: naming the iteration, the term(s) and their values.
@@ -371,10 +373,13 @@ def check_finite_losses(loss_dict, current_iter, opt=None):
     terms = ', '.join(f'{name} = {value}' for name, value in bad.items())
     hint = ''
     if opt is not None:
-        lrs = {k: v.get('lr') for k, v in (opt.get('train') or {}).items() if k.startswith('optim_') and
-               isinstance(v, dict)}
+        configured = {k: v.get('lr') for k, v in (opt.get('train') or {}).items() if k.startswith('optim_') and
+                      isinstance(v, dict)}
         models = (opt.get('path') or {}).get('models')
-        hint = (f' Learning rates: {", ".join(f"train:{k}:lr = {v}" for k, v in lrs.items())}; a too-large '
+        rates = ', '.join(f'train:{k}:lr = {v}' for k, v in configured.items())
+        if lrs is not None:  # what the scheduler set for this iteration, which may be far from the configured one
+            rates = f'scheduled at this iteration {", ".join(f"{lr:.6g}" for lr in lrs)} (configured: {rates})'
+        hint = (f' Learning rates: {rates}; a too-large '
                 'learning rate is the usual cause.' + (f' Checkpoints saved before this iteration are kept in '
                                                        f'{models}.' if models else ''))
     raise NonFiniteLossError(f'Training stopped at iteration {current_iter}: loss term {terms} is not finite '
