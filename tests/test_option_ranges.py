@@ -110,3 +110,13 @@ def test_every_shipped_option_file_loads_and_checks():
             check_options(opt, path, is_train='train' in opt, check_paths=False)
             checked += 1
     assert checked >= 30
+
+
+def test_missing_pretrained_vgg_is_an_option_error(tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'empty_hub'))
+    msg = _error(tmp_path, tiny, _set('train', 'image_cl_opt', {'type': 'ImageContrastiveLoss', 'pretrained': True}))
+    assert 'train:image_cl_opt:pretrained: ImageNet vgg19 weights file' in msg
+    assert str(tmp_path / 'empty_hub') in msg and 'vgg19-dcbb9e9d.pth' in msg
+    msg = _error(tmp_path, tiny, _set('train', 'image_cl_opt', {'type': 'ImageContrastiveLoss', 'pretrained': True,
+                                                                'vgg_weights_path': str(tmp_path / 'no.pth')}))
+    assert f'train:image_cl_opt:vgg_weights_path: ImageNet vgg19 weights file {tmp_path / "no.pth"}' in msg

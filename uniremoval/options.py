@@ -479,10 +479,34 @@ class OptionChecker:
             elif key.endswith('_opt') and isinstance(value, dict) and 'type' in value:
                 cls = self.registered(LOSS_REGISTRY, 'loss', f'{keys}:type', value['type'])
                 check_constructor_args(self, cls, value, keys)
+                if self.check_paths:
+                    self.check_vgg_weights(cls, value, keys)
         if 'optim_g' not in train:
             self.fail('train:optim_g', 'required option is missing (expected a mapping with type and lr)')
         if train.get('scheduler') is not None:
             self.check_scheduler(train['scheduler'], train['total_iter'])
+
+    def check_vgg_weights(self, cls, loss, keys):
+        """A loss that asks for ImageNet VGG weights (``pretrained`` true) finds its file now, offline, rather
+        than after the datasets and teachers are built."""
+        from uniremoval.losses.vgg_features import default_vgg_weights_path
+        try:
+            params = inspect.signature(cls).parameters
+        except (TypeError, ValueError):
+            return
+        if 'pretrained' not in params or 'vgg_weights_path' not in params:
+            return
+        if not loss.get('pretrained', params['pretrained'].default):
+            return
+        vgg_type = loss.get('vgg_type', params['vgg_type'].default if 'vgg_type' in params else 'vgg19')
+        given = loss.get('vgg_weights_path')
+        path = osp.expanduser(str(given)) if given is not None else default_vgg_weights_path(vgg_type)
+        if not osp.isfile(path):
+            name = osp.basename(default_vgg_weights_path(vgg_type))
+            where = 'vgg_weights_path' if given is not None else 'pretrained'
+            self.fail(f'{keys}:{where}', f'ImageNet {vgg_type} weights file {shown(path)} does not exist (nothing '
+                                         f'is downloaded): put https://download.pytorch.org/models/{name} there, '
+                                         f'set {keys}:vgg_weights_path to a copy, or set {keys}:pretrained: false')
 
     def check_optimizer(self, optim, keys):
         optim_type = self.require(optim, 'type', f'{keys}:type', 'str')
