@@ -22,17 +22,20 @@ checkpoint raise :class:`SetupError`.
 """
 import logging
 import os
+import warnings
 from contextlib import contextmanager
 from os import path as osp
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from basicsr.utils.registry import ARCH_REGISTRY
 from uniremoval.options import load_option_file
 from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.checkpoint import load_state_dict_file
+from uniremoval.utils.display import shown
 from uniremoval.utils.errors import UsageError
 from uniremoval.utils.pixel_range import final_output, from_network_range, parse_pixel_range, to_network_range
 from uniremoval.utils.state_dict_check import StateDictMismatchError, check_state_dict
@@ -46,6 +49,10 @@ NO_ALPHA_EXTENSIONS = ('.jpg', '.jpeg')
 DEFAULT_NETWORK = {'type': 'MPRNet', 'n_feat': 40, 'scale_unetfeats': 20, 'scale_orsnetfeats': 16, 'num_cab': 8}
 
 logger = logging.getLogger('uniremoval.restoration')
+
+
+# Whole-image float copies cost about 80 bytes a pixel: this budget keeps a restore within 24 GiB.
+DEFAULT_MAX_PIXELS = 2 ** 28
 
 
 class SetupError(UsageError, RuntimeError):
@@ -91,6 +98,9 @@ def load_network(checkpoint, network_opt=None, param_key='params_ema', device='c
     except (KeyError, TypeError, ValueError) as e:
         raise SetupError(f'cannot build network {arch} with {network_opt}: {e}') from e
     state = load_state_dict_file(checkpoint, param_key)
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise SetupError(f'checkpoint {shown(checkpoint)}: weight {key} holds NaN or inf')
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -133,9 +143,24 @@ def network_function(net, pixel_range=(0.0, 1.0), channels_last=False, bf16=Fals
                     out = final_output(net(to_network_range(x, pixel_range)))
             else:
                 out = final_output(net(to_network_range(x, pixel_range)))
-            return from_network_range(out.float().contiguous(), pixel_range)
+            return check_engine_output(x, from_network_range(out.float().contiguous(), pixel_range))
 
     return fn
+
+
+def check_engine_output(x, out):
+    """Return ``out`` if it meets the engine contract for input ``x`` (B, 3, h, w): a tensor of the
+    same batch, height and width, 3 channels, all values finite; raise ``ValueError`` naming both
+    shapes otherwise. Both engines (PyTorch and ONNX Runtime) pass through :func:`network_function`.
+    """
+    if not torch.is_tensor(out) or out.ndim != 4 or out.shape[0] != x.shape[0] or out.shape[1] != x.shape[1] \
+            or out.shape[2:] != x.shape[2:]:
+        shape = tuple(out.shape) if hasattr(out, 'shape') else type(out).__name__
+        raise ValueError(f'the network returned shape {shape} for an input of shape {tuple(x.shape)} '
+                         '(expected the same batch, channels, height and width)')
+    if not torch.isfinite(out).all():
+        raise ValueError('the network returned NaN or inf values')
+    return out
 
 
 def resolve_network_settings(opt_file=None, weights=None, param_key=None, pixel_range=None):
@@ -204,6 +229,18 @@ def _from_unit_float(img, dtype):
     return img.astype(dtype)
 
 
+def check_input_values(img):
+    """Raise ``ValueError`` if a float image holds NaN / inf or values outside [0, 1] (named in the message)."""
+    if img.dtype.kind != 'f':
+        return
+    finite = np.isfinite(img)
+    if not finite.all():
+        raise ValueError(f'{int(img.size - np.count_nonzero(finite))} NaN or inf values in the image')
+    low, high = float(img.min()), float(img.max())
+    if low < 0 or high > 1:
+        raise ValueError(f'float image values range over [{low:g}, {high:g}], expected [0, 1]')
+
+
 def restore_image(net, img, tile=0, overlap=32, batch=1, multiple=1, pixel_range=(0.0, 1.0), device=None,
                   bgr=True, progress=False, channels_last=False, bf16=False, align=1):
     """Restore one image array with ``net``; returns an array of the same shape and dtype.
@@ -227,6 +264,7 @@ def restore_image(net, img, tile=0, overlap=32, batch=1, multiple=1, pixel_range
     the alpha channel is copied unchanged; the result is clipped to the input's range.
     """
     img = np.asarray(img)
+    check_input_values(img)
     colour, alpha = _split_channels(img)
     grey = colour.shape[2] == 1
     x = _to_unit_float(colour)
@@ -249,8 +287,40 @@ def restore_image(net, img, tile=0, overlap=32, batch=1, multiple=1, pixel_range
 # ------------------------------------------------------------------------------------------
 # Files
 # ------------------------------------------------------------------------------------------
-def read_image(path):
-    """Read an image unchanged (bit depth, grey, alpha); raises ``ValueError`` naming the reason."""
+def image_size(path):
+    """(width, height) from the image header without decoding the pixels, or None if PIL cannot read it."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Image.DecompressionBombError:
+        raise
+    except Exception:  # noqa: BLE001  (a format PIL lacks: OpenCV decodes it; its own limit is 2^30 pixels)
+        return None
+
+
+def check_pixel_budget(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """Raise ``ValueError`` naming the size and the budget if the header of ``path`` declares more than
+    ``max_pixels`` pixels (``0``: no budget). Runs before any pixel is decoded."""
+    if not max_pixels:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+        old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            size = image_size(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+    if size and size[0] * size[1] > max_pixels:
+        raise ValueError(f'image of {size[0]}x{size[1]} = {size[0] * size[1]} pixels exceeds the pixel budget of '
+                         f'{max_pixels} (--max-pixels)')
+
+
+def read_image(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """Read an image unchanged (bit depth, grey, alpha); raises ``ValueError`` naming the reason.
+
+    The header is checked against ``max_pixels`` (:func:`check_pixel_budget`) before decoding.
+    """
+    check_pixel_budget(path, max_pixels)
     try:
         data = np.fromfile(path, dtype=np.uint8)  # works with any file name, unlike cv2.imread on Windows
     except OSError as e:

@@ -20,8 +20,9 @@ from tqdm import tqdm
 
 from uniremoval import restoration
 from uniremoval.commands.common import add_option_file_argument, new_parser
-from uniremoval.restoration import (IMAGE_EXTENSIONS, SetupError, list_images, load_network, read_image,
-                                    resolve_network_settings, restore_image, setup_errors, write_image)
+from uniremoval.restoration import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, SetupError, list_images, load_network,
+                                    read_image, resolve_network_settings, restore_image, setup_errors, write_image)
+from uniremoval.utils.display import shown
 from uniremoval.utils.errors import run_command
 
 PROG = 'uniremoval-restore'
@@ -111,6 +112,9 @@ def build_arg_parser():
                         help='network pixel range (overrides --opt; default 0,1)')
     parser.add_argument('--tile', type=int, default=512,
                         help='tile size for large images, 0 = whole image (default: 512)')
+    parser.add_argument('--max-pixels', type=int, default=DEFAULT_MAX_PIXELS,
+                        help='refuse images whose header declares more pixels, before decoding '
+                        f'(default: {DEFAULT_MAX_PIXELS}; 0: no limit)')
     parser.add_argument('--tile-overlap', type=int, default=32, help='overlap between tiles (default: 32)')
     parser.add_argument('--tile-batch', type=int, default=1, help='tiles per forward pass (default: 1)')
     parser.add_argument('--multiple', type=int, default=1,
@@ -209,7 +213,7 @@ def _run(args):
         try:
             if is_same_file(in_path, out_path):
                 raise ValueError('the output would overwrite the input (use another folder, --suffix or --ext)')
-            img = read_image(in_path)
+            img = read_image(in_path, args.max_pixels)
             out = restore_image(net, img, tile=args.tile, overlap=args.tile_overlap, batch=args.tile_batch,
                                 multiple=args.multiple, pixel_range=pixel_range, device=device,
                                 progress=not args.quiet, channels_last=args.channels_last, bf16=args.bf16)
@@ -220,7 +224,7 @@ def _run(args):
             if isinstance(e, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()
                 reason = 'out of GPU memory; try a smaller --tile or --tile-batch'
-            logger.error('%s: %s', in_path, reason)
+            logger.error('%s: %s', shown(in_path), reason)
             failed.append(name)
 
     summary = f'restored {len(restored)}, failed {len(failed)}'
