@@ -120,3 +120,15 @@ def test_missing_pretrained_vgg_is_an_option_error(tmp_path, tiny, monkeypatch):
     msg = _error(tmp_path, tiny, _set('train', 'image_cl_opt', {'type': 'ImageContrastiveLoss', 'pretrained': True,
                                                                 'vgg_weights_path': str(tmp_path / 'no.pth')}))
     assert f'train:image_cl_opt:vgg_weights_path: ImageNet vgg19 weights file {tmp_path / "no.pth"}' in msg
+
+
+def test_network_too_big_for_memory_names_its_parameter_count(tmp_path, tiny, monkeypatch):
+    import uniremoval.options as options
+    monkeypatch.setattr(options, 'memory_bytes', lambda: 2**20)  # a 1 MiB machine
+    msg = _error(tmp_path, tiny, lambda opt: None)
+    assert 'network_g: MPRNet would have ' in msg and ' parameters: ' in msg and '0.0 GiB of memory' in msg
+    count = int(msg.split('would have ')[1].split(' parameters')[0].replace(',', ''))
+    opt = load_option_file(tiny)
+    from basicsr.utils.registry import ARCH_REGISTRY
+    net = ARCH_REGISTRY.get('MPRNet')(**{k: v for k, v in opt['network_g'].items() if k != 'type'})
+    assert count == sum(p.numel() for p in net.parameters())

@@ -348,6 +348,14 @@ DATA_PATH_KEYS = ('dataroot_gt', 'dataroot_lq', 'dataroot_clear', 'meta_info_fil
 SCHEDULERS = ('MultiStepLR', 'MultiStepRestartLR', 'CosineAnnealingRestartLR', 'EpochExponentialLR')
 
 
+def memory_bytes():
+    """This machine's physical memory in bytes (0 if unknown)."""
+    try:
+        return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -453,6 +461,7 @@ class OptionChecker:
                 net = self.require(opt, key, key, 'mapping')
                 cls = self.registered(ARCH_REGISTRY, 'network', f'{key}:type', self.require(net, 'type', f'{key}:type'))
                 check_constructor_args(self, cls, net, key)
+                self.check_network_size(cls, net, key)
         if self.is_train:
             self.require(datasets, 'train', 'datasets:train', 'mapping')
             self.check_train(self.require(opt, 'train', 'train', 'mapping'))
@@ -467,6 +476,21 @@ class OptionChecker:
                 if key.startswith('pretrain_network') and isinstance(value, str) and not osp.isfile(
                         osp.expanduser(value)):
                     self.fail(f'path:{key}', f'checkpoint file {value} does not exist')
+
+    def check_network_size(self, cls, net, key):
+        """Refuse a network whose parameters, with their gradients and two Adam states (x4), would not fit
+        in this machine's memory; counted on the 'meta' device, so nothing is allocated. A network that
+        cannot be built there (it reads files, say) is not counted."""
+        try:
+            with torch.device('meta'):
+                model = cls(**{k: v for k, v in net.items() if k != 'type'})
+            count = sum(p.numel() for p in model.parameters())
+        except Exception:  # noqa: BLE001 (only an estimate; the real build reports its own errors)
+            return
+        budget = memory_bytes()
+        if budget and count * 4 * 4 > budget:
+            self.fail(key, f'{cls.__name__} would have {count:,} parameters: {count * 16 / 2**30:.1f} GiB with '
+                           f'gradients and Adam states, more than this machine\'s {budget / 2**30:.1f} GiB of memory')
 
     def check_train(self, train):
         from basicsr.utils.registry import LOSS_REGISTRY
