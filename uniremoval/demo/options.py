@@ -56,6 +56,15 @@ KT_FIDELITY = (
     ('BKT + ICL + FCL, ICL also on relu1_1 (colours)', {
         'train': {'image_cl_opt': {'layer_weights': {'relu1_1': 0.03125}}}}),
     ('BKT + ICL + FCL, without the contrast augmentation (paper)', {'datasets': {'train': {'contrast_range': None}}}),
+) + (
+    # the readings of the lost Eq. 2 (options/kt.yml): InfoNCE or TSKL's L1 ratio, at the paper's weights and t
+    ('BKT + ICL + FCL, InfoNCE at t = 1e-6, weights 0.5 / 0.1 (paper as written)', {
+        'train': {'image_cl_opt': {'temperature': 1e-6, 'loss_weight': 0.5},
+                  'feature_cl_opt': {'temperature': 1e-6, 'loss_weight': 0.1}}}),
+    ('BKT + ICL + FCL, L1 ratio (TSKL) with eps 1e-6, weights 0.5 / 0.1', {
+        'train': {'image_cl_opt': {'formulation': 'ratio', 'temperature': 1e-6, 'loss_weight': 0.5},
+                  'feature_cl_opt': {'formulation': 'ratio', 'temperature': 1e-6, 'loss_weight': 0.1}}}),
+    ('BKT + ICL + FCL, FCL negatives detached', {'train': {'feature_cl_opt': {'detach_negatives': True}}}),
 )
 # Table V, domain adaptation, from the demo's KT student, real split. The first row is the KT student itself.
 DA_LADDER = (
@@ -77,6 +86,13 @@ DA_FIDELITY = (
     ("EX-MGCL, identity weight at the paper's balance (0.2)", {'train': {'identity_opt': {'loss_weight': 0.2}}}),
     ('EX-MGCL, EICL also on relu1_1 (colour statistics)', {
         'train': {'image_cl_opt': {'layer_weights': {'relu1_1': 0.03125}}}}),
+    # the readings of the lost Eq. 9 (options/da.yml): InfoNCE or TSKL's L1 ratio, at the paper's weights and t
+    ('EX-MGCL, InfoNCE at t = 1e-6 (paper as written)', {
+        'train': {'image_cl_opt': {'temperature': 1e-6}, 'feature_cl_opt': {'temperature': 1e-6}}}),
+    ('EX-MGCL, L1 ratio (TSKL) with eps 1e-6', {
+        'train': {'image_cl_opt': {'formulation': 'ratio', 'temperature': 1e-6},
+                  'feature_cl_opt': {'formulation': 'ratio', 'temperature': 1e-6}}}),
+    ('EX-MGCL, EFCL negatives detached', {'train': {'feature_cl_opt': {'detach_negatives': True}}}),
 )
 
 

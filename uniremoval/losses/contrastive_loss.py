@@ -23,6 +23,13 @@ the vector ``s`` compares: ``'flatten'`` (default, the paper's reading), or the 
 "Contrastive embeddings"). Masks ``neg_mask`` (B, N) and ``pos_mask`` (B, P) are bool, False =
 excluded; a row without valid negatives has loss 0, a row without valid positives contributes 0 and
 is left out of the ``'mean'``. Gradients reach every input that requires them: detach fixed targets.
+
+``formulation: ratio`` is the other reading of the lost Eq. 2 body: TSKL's (Chen et al., CVPR 2022)
+multi-contrastive regularisation, an L1 ratio ``d(a,p) / (d(a,n) + eps)`` with ``d`` the mean absolute
+difference. With several positives and negatives (the k types give several) this module defines it as
+``mean_p d(a,p) / (mean_n d(a,n) + t)``: the ``temperature`` value is read as the ratio's epsilon (the
+paper's ``1e-6``). ``detach_negatives: true`` stops the gradient through the negatives (network outputs
+in the FCL and EFCL; the paper does not say; default False, the positives are detached by the models).
 """
 import math
 from collections import OrderedDict
@@ -36,12 +43,15 @@ from uniremoval.losses.vgg_features import build_vgg_feature_extractor
 
 __all__ = [
     'ContrastiveLoss', 'ExtendedContrastiveLoss', 'ImageContrastiveLoss', 'ExtendedImageContrastiveLoss',
-    'contrastive_loss_terms', 'embed_feature_maps', 'DEFAULT_LAYER_WEIGHTS', 'EMBEDDINGS'
+    'contrastive_loss_terms', 'ratio_loss_terms', 'embed_feature_maps', 'DEFAULT_LAYER_WEIGHTS', 'EMBEDDINGS',
+    'FORMULATIONS'
 ]
 
 _REDUCTIONS = ('none', 'mean', 'sum')
 # how each feature map becomes the vector of the cosine similarity (see embed_feature_maps)
 EMBEDDINGS = ('flatten', 'pooled', 'stats', 'gram')
+# the two readings of Eq. 2: cosine InfoNCE (default) or TSKL's L1 ratio (see the module docstring)
+FORMULATIONS = ('infonce', 'ratio')
 _STD_EPS = 1e-8  # 'stats': std = sqrt(var + eps), finite gradient for constant maps
 
 # Weights of the VGG-19 layers in the image-grained losses, as in the common contrastive
@@ -216,14 +226,54 @@ def contrastive_loss_terms(anchor,
     return loss, valid
 
 
+def ratio_loss_terms(anchor, positives, negatives, eps, pos_mask=None, neg_mask=None, embedding='flatten'):
+    """Per-sample L1 ratio form of Eq. 2 / Eq. 9 (TSKL's multi-contrastive regularisation), no reduction.
+
+    ``L_b = mean_{p valid} d(a_b, p) / (mean_{n valid} d(a_b, n) + eps)`` with ``d`` the mean absolute
+    difference of the embedded (by default flattened) tensors. A row without a valid negative has
+    denominator ``eps`` over nothing: its loss is 0 (as the InfoNCE form); a row without a valid positive
+    has loss 0 and ``valid`` False.
+
+    Args: as :func:`contrastive_loss_terms`; ``eps`` > 0 is the ratio's epsilon (the options' ``temperature``).
+
+    Returns:
+        tuple[Tensor, Tensor]: ``loss`` (B,) and ``valid`` (B,) bool.
+    """
+    _check_shapes(anchor, positives, negatives)
+    batch, num_pos, num_neg = anchor.shape[0], positives.shape[1], negatives.shape[1]
+    pos_mask = _check_mask(pos_mask, (batch, num_pos), 'pos_mask')
+    neg_mask = _check_mask(neg_mask, (batch, num_neg), 'neg_mask')
+    _check_embedding(embedding)
+    with torch.autocast(device_type=anchor.device.type, enabled=False):
+        if embedding != 'flatten':
+            anchor = embed_feature_maps(anchor, embedding)
+            positives, negatives = _embed_set(positives, embedding), _embed_set(negatives, embedding)
+        a = _as_float(anchor).reshape(batch, 1, -1)
+        d_pos = (a - _as_float(positives).reshape(batch, num_pos, -1)).abs().mean(dim=2)  # (B, P)
+        d_neg = (a - _as_float(negatives).reshape(batch, num_neg, -1)).abs().mean(dim=2)  # (B, N)
+        pos_w = torch.ones_like(d_pos) if pos_mask is None else pos_mask.to(d_pos.dtype)
+        neg_w = torch.ones_like(d_neg) if neg_mask is None else neg_mask.to(d_neg.dtype)
+        valid = pos_w.sum(dim=1) > 0
+        has_neg = neg_w.sum(dim=1) > 0
+        num = (d_pos * pos_w).sum(dim=1) / pos_w.sum(dim=1).clamp_min(1)
+        den = (d_neg * neg_w).sum(dim=1) / neg_w.sum(dim=1).clamp_min(1) + eps
+        loss = torch.where(valid & has_neg, num / den, torch.zeros_like(num))
+    return loss, valid
+
+
 # ----------------------------------------------------------------------------------------------
 # losses on tensors (feature-grained)
 # ----------------------------------------------------------------------------------------------
 class _ContrastiveBase(nn.Module):
     """Options and reduction shared by all the contrastive losses."""
 
-    def __init__(self, loss_weight=1.0, temperature=1e-6, reduction='mean', embedding='flatten'):
+    def __init__(self, loss_weight=1.0, temperature=1e-6, reduction='mean', embedding='flatten',
+                 formulation='infonce', detach_negatives=False):
         super().__init__()
+        if formulation not in FORMULATIONS:
+            raise ValueError(f'Unsupported formulation: {formulation!r}. Supported ones are: {FORMULATIONS}')
+        self.formulation = formulation
+        self.detach_negatives = bool(detach_negatives)
         if reduction not in _REDUCTIONS:
             raise ValueError(f'Unsupported reduction mode: {reduction}. Supported ones are: {_REDUCTIONS}')
         if not temperature > 0:
@@ -233,9 +283,18 @@ class _ContrastiveBase(nn.Module):
         self.reduction = reduction
         self.embedding = _check_embedding(embedding)
 
-    def _terms(self, anchor, positives, negatives, pos_mask, neg_mask):
+    def _layer_terms(self, anchor, positives, negatives, pos_mask, neg_mask):
+        """The per-sample terms of the configured formulation on tensors."""
+        if self.detach_negatives:
+            negatives = negatives.detach()
+        if self.formulation == 'ratio':
+            return ratio_loss_terms(anchor, positives, negatives, self.temperature, pos_mask, neg_mask,
+                                    embedding=self.embedding)
         return contrastive_loss_terms(
             anchor, positives, negatives, self.temperature, pos_mask, neg_mask, embedding=self.embedding)
+
+    def _terms(self, anchor, positives, negatives, pos_mask, neg_mask):
+        return self._layer_terms(anchor, positives, negatives, pos_mask, neg_mask)
 
     def _reduce(self, loss, valid):
         if self.reduction == 'mean':
@@ -246,7 +305,8 @@ class _ContrastiveBase(nn.Module):
 
     def extra_repr(self):
         return (f'loss_weight={self.loss_weight}, temperature={self.temperature}, reduction={self.reduction!r}, '
-                f'embedding={self.embedding!r}')
+                f'embedding={self.embedding!r}, formulation={self.formulation!r}, '
+                f'detach_negatives={self.detach_negatives}')
 
 
 @LOSS_REGISTRY.register()
@@ -261,6 +321,9 @@ class ContrastiveLoss(_ContrastiveBase):
         loss_weight (float): weight of the loss. Default: 1.0.
         temperature (float): temperature t. Default: 1e-6 (the paper's).
         reduction (str): 'none' (per sample, (B,)), 'mean' or 'sum' over the batch. Default: 'mean'.
+        formulation (str): 'infonce' (default, cosine InfoNCE) or 'ratio' (TSKL's L1 ratio
+            ``mean_p d(a,p) / (mean_n d(a,n) + temperature)``, see :func:`ratio_loss_terms`).
+        detach_negatives (bool): no gradient through the negatives. Default: False.
         embedding (str): the vector ``s`` compares, computed from each (B, C, H, W) map:
             'flatten' (default, the paper's reading): the whole map, i.e. its spatial content;
             'pooled': per-channel spatial means (C,);
@@ -356,8 +419,10 @@ class _VGGFeatureSpace:
                  range_norm=False,
                  pretrained=True,
                  vgg_weights_path=None,
-                 embedding='flatten'):
-        super().__init__(loss_weight, temperature, reduction, embedding)
+                 embedding='flatten',
+                 formulation='infonce',
+                 detach_negatives=False):
+        super().__init__(loss_weight, temperature, reduction, embedding, formulation, detach_negatives)
         if layer_weights is None:
             layer_weights = DEFAULT_LAYER_WEIGHTS
         if not layer_weights:
@@ -422,9 +487,8 @@ class _VGGFeatureSpace:
         total, valid = 0, None
         for name, weight in self.layer_weights.items():
             f_anchor, f_pos, f_neg = (part[name] for part in f_parts)
-            loss, valid = contrastive_loss_terms(f_anchor, per_anchor(f_pos, pos_shared, positives.shape[1]),
-                                                 per_anchor(f_neg, neg_shared, negatives.shape[1]),
-                                                 self.temperature, pos_mask, neg_mask, embedding=self.embedding)
+            loss, valid = self._layer_terms(f_anchor, per_anchor(f_pos, pos_shared, positives.shape[1]),
+                                            per_anchor(f_neg, neg_shared, negatives.shape[1]), pos_mask, neg_mask)
             total = total + weight * loss
         return total, valid
 
