@@ -143,3 +143,12 @@ def test_onnx_engine_output_is_checked_against_the_contract(module, needle, tmp_
     err = capsys.readouterr().err
     assert 'in.png' in err and needle in err, err
     assert not (tmp_path / 'out').exists() or not list((tmp_path / 'out').iterdir())
+
+
+def test_a_training_image_over_pils_bomb_limit_is_a_one_line_data_error(tmp_path):
+    """Training data: PIL's DecompressionBombError becomes DataCheckError (a usage error, one line) naming the file."""
+    from uniremoval.data.data_util import DataCheckError, image_size
+    bomb = str(tmp_path / 'huge.png')
+    bomb_png(bomb)
+    with pytest.raises(DataCheckError, match='huge.png'):
+        image_size(bomb)

@@ -24,6 +24,7 @@ import numpy as np
 
 from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paired_paths_from_meta_info_file
 from basicsr.utils import FileClient, get_root_logger, scandir
+from uniremoval.utils.display import shown
 from uniremoval.utils.errors import UsageError
 
 SOURCE_KEYS = ('name', 'dataroot_gt', 'dataroot_lq', 'io_backend', 'meta_info_file', 'filename_tmpl')
@@ -213,7 +214,7 @@ class ImageSource:
         if content:  # None: key missing from the LMDB; b'': empty file
             try:
                 img = cv2.imdecode(np.frombuffer(content, np.uint8), cv2.IMREAD_UNCHANGED)
-            except cv2.error:
+            except (cv2.error, MemoryError):  # OpenCV's size limit or no memory for the pixels
                 img = None
         if img is None:
             raise ValueError(f'{self.where}: {kind} image {where} is missing, empty, truncated or not a decodable '
@@ -427,6 +428,8 @@ def image_size(path):
         with Image.open(path) as img:
             width, height = img.size
             fmt = img.format
+    except Image.DecompressionBombError as e:  # PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS)
+        raise DataCheckError(f'image {shown(path)} declares too many pixels to decode safely: {e}') from e
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise DataCheckError(f'image {path} is not a readable image: {e}') from e
     tail = b''
