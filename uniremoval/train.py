@@ -35,8 +35,9 @@ from basicsr.train import create_train_val_dataloader, init_tb_loggers
 from basicsr.utils import (AvgTimer, MessageLogger, check_resume, get_env_info, get_root_logger, get_time_str,
                            make_exp_dirs, mkdir_and_rename)
 from basicsr.utils.options import copy_opt_file, dict2str
-from uniremoval.options import parse_options
+from uniremoval.options import OptionsError, parse_options
 from uniremoval.utils.checkpoint import STATE_FILE, capture_rng_state, find_resumable_state, restore_rng_state
+from uniremoval.utils.display import shown
 from uniremoval.utils.dist_util import broadcast_object
 from uniremoval.utils.errors import run_command
 from uniremoval.utils.run_lock import RunLockedError, acquire_run_lock
@@ -94,6 +95,12 @@ def load_resume_state(opt):
         except Exception as e:
             raise RuntimeError(f'path.resume_state: cannot read training state {path} (truncated or not a BasicSR '
                                f'.state file?): {type(e).__name__}: {e}') from e
+    total_iter = opt['train']['total_iter']
+    if state['iter'] > total_iter:  # BasicSR would 'finish' at once, having trained nothing
+        raise OptionsError(f"{'--auto_resume' if opt['auto_resume'] else 'path:resume_state'}: the training state "
+                           f"{shown(path)} is at iteration {state['iter']}, beyond train:total_iter {total_iter}: "
+                           f"nothing would be trained; raise train:total_iter (e.g. --force_yml train:total_iter="
+                           f"{2 * state['iter']}) or start a run with another name")
     check_resume(opt, state['iter'])
     return state
 
