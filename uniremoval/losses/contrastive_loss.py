@@ -28,8 +28,11 @@ is left out of the ``'mean'``. Gradients reach every input that requires them: d
 multi-contrastive regularisation, an L1 ratio ``d(a,p) / (d(a,n) + eps)`` with ``d`` the mean absolute
 difference. With several positives and negatives (the k types give several) this module defines it as
 ``mean_p d(a,p) / (mean_n d(a,n) + t)``: the ``temperature`` value is read as the ratio's epsilon (the
-paper's ``1e-6``). ``detach_negatives: true`` stops the gradient through the negatives (network outputs
-in the FCL and EFCL; the paper does not say; default False, the positives are detached by the models).
+paper's ``1e-6``). TSKL's released code (models/MCR.py, HCRLoss) takes the mean L1 over all
+anchor-negative pairs as ``d(a,n)``, as here, but one ratio of batch means with eps 1e-7 and detached
+negatives; here each sample has its own ratio, averaged by ``reduction``. ``detach_negatives: true``
+stops the gradient through the negatives (network outputs in the FCL and EFCL; the paper does not say;
+default False; the positives are detached by the models).
 """
 import math
 from collections import OrderedDict
