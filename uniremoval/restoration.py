@@ -35,6 +35,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from uniremoval.options import load_option_file
 from uniremoval.utils.atomic_io import atomic_open
 from uniremoval.utils.checkpoint import load_state_dict_file
+from uniremoval.utils.checkpoint_record import RecordConflict, merge_setting, read_record
 from uniremoval.utils.display import shown
 from uniremoval.utils.errors import UsageError
 from uniremoval.utils.pixel_range import final_output, from_network_range, parse_pixel_range, to_network_range
@@ -168,25 +169,54 @@ def resolve_network_settings(opt_file=None, weights=None, param_key=None, pixel_
     ``uniremoval-export-onnx``: ``network_g``, ``pixel_range`` and ``path: pretrain_network_g`` /
     ``param_key_g`` of the option file ``opt_file`` unless given (``pixel_range``: ``'0,1'`` or ``'-1,1'``).
     """
-    network_opt, range_, checkpoint = None, (0.0, 1.0), weights
+    network_opt, range_, checkpoint = None, None, weights
+    file_range = None
     if opt_file:
         opt = load_option_file(opt_file)
         network_opt = opt.get('network_g')
         if not isinstance(network_opt, dict):
             raise SetupError(f'option file {opt_file} has no network_g mapping')
         try:
-            range_ = parse_pixel_range(opt)
+            file_range = parse_pixel_range(opt) if 'pixel_range' in opt else None
         except ValueError as e:
             raise SetupError(f'{opt_file}: {e}') from e
         paths = opt.get('path') or {}
         checkpoint = checkpoint or paths.get('pretrain_network_g')
         if param_key is None and not weights:
             param_key = paths.get('param_key_g')
-    if pixel_range:
-        range_ = tuple(float(v) for v in pixel_range.split(','))
+    flag_range = tuple(float(v) for v in pixel_range.split(',')) if pixel_range else None
     if not checkpoint:
         raise SetupError('no checkpoint: give -w CHECKPOINT (or --opt with path:pretrain_network_g)')
+    record, official = _checkpoint_record(checkpoint)
+    where = f'checkpoint {shown(checkpoint)}'
+    try:
+        network_opt = merge_setting('network_g', record and record['network_g'], network_opt, None, where,
+                                    shown(opt_file or ''))
+        range_ = merge_setting('pixel_range', record and tuple(record['pixel_range']), file_range, flag_range, where,
+                               shown(opt_file or ''))
+    except RecordConflict as e:
+        raise SetupError(str(e)) from e
+    range_ = tuple(float(v) for v in (range_ or (0.0, 1.0)))
+    if official and range_ != (0.0, 1.0):
+        logger.warning('%s is an official checkpoint (state_dict, no record): official MPRNet weights work in '
+                       'pixel range [0, 1], not %s', shown(checkpoint), list(range_))
     return network_opt, range_, checkpoint, param_key or 'params_ema'
+
+
+def _checkpoint_record(checkpoint):
+    """(record or None, whether the file is an official state_dict checkpoint) of a .pth file; (None, False)
+    for ONNX files and files that cannot be read here (load_network reports those)."""
+    if checkpoint.lower().endswith('.onnx') or not osp.isfile(checkpoint):
+        return None, False
+    try:
+        ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    except Exception:  # noqa: BLE001  (load_network names the file and the reason)
+        return None, False
+    try:
+        record = read_record(ckpt, f'checkpoint {shown(checkpoint)}')
+    except RecordConflict as e:
+        raise SetupError(str(e)) from e
+    return record, record is None and isinstance(ckpt, dict) and 'state_dict' in ckpt
 
 
 def _module_device(net):
