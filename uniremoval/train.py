@@ -21,6 +21,7 @@ differs where BasicSR 1.4.2 has rough edges:
 import datetime
 import logging
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -41,6 +42,24 @@ from uniremoval.utils.display import shown
 from uniremoval.utils.dist_util import broadcast_object
 from uniremoval.utils.errors import run_command
 from uniremoval.utils.run_lock import RunLockedError, acquire_run_lock
+
+# what atomic_open leaves when a writer is killed: '.<name>.<8 random characters of mkstemp>.tmp'
+STALE_TEMP_FILE = re.compile(r'^\..+\.[a-z0-9_]{8}\.tmp$')
+
+
+def remove_stale_temp_files(run_folder):
+    """Remove the temporary files that writes killed midway left in ``run_folder`` (and its sub-folders).
+
+    Only files named as :func:`~uniremoval.utils.atomic_io.atomic_open` names them are removed, only inside
+    this run's folder; called at resume, when no writer of this run is alive. Returns the removed paths.
+    """
+    removed = []
+    for folder, _, files in os.walk(run_folder):
+        for name in files:
+            if STALE_TEMP_FILE.match(name):
+                os.remove(osp.join(folder, name))
+                removed.append(osp.join(folder, name))
+    return sorted(removed)
 
 
 def find_latest_state(state_dir):
@@ -225,6 +244,9 @@ def _train(opt, args, on_log):
         model.sync_loss_modules()  # DDP syncs the trained networks; loss networks are outside it
     skip, epoch_rng, now_rng = 0, None, None
     if resume_state:
+        if opt['rank'] == 0:
+            for stale in remove_stale_temp_files(opt['path']['experiments_root']):
+                logger.info(f'Removed {shown(stale)}, left by a write that was interrupted.')
         model.resume_training(resume_state)
         logger.info(f"Resuming training from epoch: {resume_state['epoch']}, iter: {resume_state['iter']}.")
         current_iter = resume_state['iter']
