@@ -26,7 +26,7 @@ $(STAMP): $(VPY) setup.py requirements.txt tools/install_basicsr.py
 	$(VPY) -m pip install -q --upgrade pip setuptools wheel
 	$(VPY) -m pip install -q $(TORCH_PKGS)
 	$(VPY) tools/install_basicsr.py -q
-	$(VPY) -m pip install -q -e '.[test,demo]'
+	$(VPY) -m pip install -q -e '.[test,demo,app]'
 	touch $(STAMP)
 
 install: $(STAMP)

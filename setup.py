@@ -42,11 +42,14 @@ setup(
     },
     install_requires=read_requirements(),
     extras_require={
-        'test': ['pytest>=7', 'flake8>=7', 'isort>=5.12', 'onnx>=1.16', 'onnxruntime>=1.18'],
+        'test': ['pytest>=7', 'flake8>=7', 'isort>=5.12', 'onnx>=1.16', 'onnxruntime>=1.18',
+                 'selenium>=4.10'],
         # the deployment engine: uniremoval-export-onnx and uniremoval-restore --engine onnxruntime
         'onnx': ['onnx>=1.16', 'onnxruntime>=1.18'],
         # the demo's loss curves, and more bundled photos for the demo data
         'demo': ['matplotlib>=3.7', 'scikit-learn>=1.3'],
+        # uniremoval-app, the local web page
+        'app': ['gradio>=5.23'],
     },
     entry_points={
         'console_scripts': [
@@ -56,6 +59,7 @@ setup(
             'uniremoval-export-onnx = uniremoval.commands.export_onnx:main',
             'uniremoval-ads-select = uniremoval.commands.ads_select:main',
             'uniremoval-ads-compare = uniremoval.commands.ads_compare:main',
+            'uniremoval-app = uniremoval.commands.app:main',
         ],
     },
     classifiers=[

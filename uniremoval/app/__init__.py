@@ -1,0 +1,1 @@
+"""``uniremoval-app``: the service layer (:mod:`.service`, no UI) and the Gradio page (:mod:`.page`)."""
