@@ -30,11 +30,13 @@ from tqdm import tqdm
 
 from basicsr.losses import build_loss
 from basicsr.metrics import calculate_metric
-from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils import get_root_logger, tensor2img
 from basicsr.utils.dist_util import master_only
 from uniremoval.metrics.metric_util import is_no_reference
 from uniremoval.models.lr_scheduler import EpochExponentialLR
+from uniremoval.utils.atomic_io import atomic_imwrite
 from uniremoval.utils.checkpoint import atomic_torch_save, capture_rng_state, load_state_dict_file, strip_module_prefix
+from uniremoval.utils.checkpoint_record import RECORD_KEY, make_record
 from uniremoval.utils.dist_util import (all_gather_object, barrier, broadcast_module_state, broadcast_object,
                                         is_distributed)
 from uniremoval.utils.errors import RunFailure
@@ -124,6 +126,9 @@ class SafeCheckpointMixin(DistributedTrainingMixin):
         for net_, key in zip(nets, param_keys):
             state_dict = self.get_bare_model(net_).state_dict()
             save_dict[key] = strip_module_prefix({k: v.cpu() for k, v in state_dict.items()})
+        if net_label == 'net_g' and isinstance(self.opt.get('network_g'), dict):
+            # what the network was trained for, so later commands need no option file (BasicSR ignores the key)
+            save_dict[RECORD_KEY] = make_record(self.opt)
         atomic_torch_save(save_dict, osp.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth'))
 
     def save_training_state(self, epoch, current_iter):
@@ -235,7 +240,8 @@ class PerTypeValidationMixin:
                 if save_img:
                     suffix = current_iter if self.opt['is_train'] else (
                         self.opt['val'].get('suffix') or self.opt['name'])
-                    imwrite(sr_img, osp.join(self.opt['path']['visualization'], kind, f'{img_name}_{suffix}.png'))
+                    folder = osp.join(self.opt['path']['visualization'], kind)
+                    atomic_imwrite(sr_img, osp.join(folder, f'{img_name}_{suffix}.png'))
                 data = {'img': sr_img}
                 if gts is not None:
                     data['img2'] = tensor2img([gts[i:i + 1]])

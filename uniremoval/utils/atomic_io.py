@@ -76,3 +76,14 @@ def _disk_full(error):
             return error
         error = error.__cause__ or error.__context__
     return None
+
+
+def atomic_imwrite(img, path):
+    """BasicSR's ``imwrite`` (an OpenCV BGR array, the format from ``path``'s extension), written through
+    :func:`atomic_open`: a full disk or a kill leaves no truncated image under ``path``."""
+    import cv2
+    ok, encoded = cv2.imencode(osp.splitext(path)[1] or '.png', img)
+    if not ok:
+        raise OSError(f'OpenCV could not encode an image for {path}')
+    with atomic_open(path, 'wb') as f:
+        f.write(encoded.tobytes())
