@@ -19,7 +19,8 @@ LAYERS = (
     ('library', ('uniremoval.options', 'uniremoval.restoration', 'uniremoval.onnx_export')),
     ('pipelines', ('uniremoval.train', 'uniremoval.test', 'uniremoval.evaluation', 'uniremoval.ads.select_workflow',
                    'uniremoval.ads.compare_workflow')),
-    ('commands', ('uniremoval.commands', 'uniremoval.demo', 'uniremoval.evaluate')),
+    # the web app serves the shipped demo networks, so it sits beside the demo, over the library
+    ('commands', ('uniremoval.commands', 'uniremoval.demo', 'uniremoval.evaluate', 'uniremoval.app')),
 )
 RANK = {prefix: rank for rank, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes}
 # Modules every command may share; the other modules of commands/ are commands.
