@@ -145,3 +145,26 @@ def test_training_with_a_huge_lr_stops_and_keeps_only_finite_checkpoints(tmp_pat
                   for f in os.listdir(tmp_path / 'experiments' / 'nan_lr') if f.endswith('.log'))
     best = [line for line in log.splitlines() if 'Best:' in line]
     assert all(not math.isnan(float(line.split('Best:')[1].split()[0])) for line in best)
+
+
+def test_da_messages_name_each_optimiser_s_scheduled_rate(tmp_path):
+    """The DA model's own guards (generator and discriminator steps) name the rates in use, as the others do."""
+    opt, _ = parse_options(['-opt', osp.join(DEMO_CONFIGS, 'da_tiny.yml')], root_path=str(tmp_path),
+                           check_paths=False)
+    ckpt = tmp_path / 'student.pth'
+    torch.save({'params': build_network(dict(opt['network_g'])).state_dict()}, ckpt)
+    opt['path']['pretrain_network_g'] = str(ckpt)
+    opt['train']['iters_per_epoch'] = 4
+    model = build_model(opt)
+    for group in model.optimizer_g.param_groups:
+        group['lr'] = 1.25e-5
+    for group in model.optimizer_d.param_groups:
+        group['lr'] = 3.5e-6
+    batch = _nan_batch(_batch(3, labels=[0, 1, 2], clear=True))
+    model.feed_data(batch)
+    with pytest.raises(NonFiniteLossError, match='scheduled at this iteration 1.25e-05 '):
+        model.optimize_parameters(100)
+    model.net_d_init_iters = 1000  # only the discriminator trains
+    model.feed_data(batch)
+    with pytest.raises(NonFiniteLossError, match='scheduled at this iteration 3.5e-06 '):
+        model.optimize_parameters(100)

@@ -297,7 +297,8 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
         self.net_d.requires_grad_(False)
         self.optimizer_g.zero_grad()
         l_total, loss_dict = self.generator_losses(current_iter)
-        check_finite_losses(dict(loss_dict, l_g_total=l_total), current_iter, self.opt)
+        check_finite_losses(dict(loss_dict, l_g_total=l_total), current_iter, self.opt,
+                            lrs=self.get_current_learning_rate())
         l_total.backward()
         self.optimizer_g.step()
         loss_dict['l_g_total'] = l_total.detach()
@@ -314,7 +315,8 @@ class UniRemovalDAModel(FeatureDecayMixin, StagedRestorationMixin, PerTypeValida
         l_d_real = self.cri_gan(real_d_pred, True, is_disc=True)
         fake_d_pred = self.net_d(self.output.detach())
         l_d_fake = self.cri_gan(fake_d_pred, False, is_disc=True)
-        check_finite_losses({'l_d_real': l_d_real, 'l_d_fake': l_d_fake}, current_iter, self.opt)
+        check_finite_losses({'l_d_real': l_d_real, 'l_d_fake': l_d_fake}, current_iter, self.opt,
+                            lrs=[group['lr'] for group in self.optimizer_d.param_groups])
         (l_d_real + l_d_fake).backward()
         self.optimizer_d.step()
         return OrderedDict(l_d_real=l_d_real, l_d_fake=l_d_fake, out_d_real=real_d_pred.detach().mean(),
