@@ -13,13 +13,10 @@ def tiny_net(seed=0):
     return torch.nn.Sequential(conv(3, 8, 3, padding=1), torch.nn.ReLU(), conv(8, 3, 3, padding=1))
 
 
-def train(mode, iters=5, seed=0):
-    net = tiny_net(seed)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    amp = MixedPrecision(mode, 'cpu')
-    gen = torch.Generator().manual_seed(1)
+def _steps(net, opt, amp, gen, n):
+    """``n`` mixed-precision steps of an L1 identity task on random batches drawn from ``gen``; the losses."""
     losses = []
-    for _ in range(iters):
+    for _ in range(n):
         x = torch.rand(2, 3, 16, 16, generator=gen)
         opt.zero_grad()
         with amp.autocast():
@@ -28,6 +25,14 @@ def train(mode, iters=5, seed=0):
         amp.step(opt)
         amp.update()
         losses.append(loss.item())
+    return losses
+
+
+def train(mode, iters=5, seed=0):
+    net = tiny_net(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    amp = MixedPrecision(mode, 'cpu')
+    losses = _steps(net, opt, amp, torch.Generator().manual_seed(1), iters)
     return net, losses, amp
 
 
@@ -90,17 +95,6 @@ def test_fp16_scaler_skips_a_non_finite_step_and_halves_the_scale():
     assert amp.scaler.get_scale() == scale / 2
 
 
-def _fp16_steps(net, opt, amp, gen, n):
-    for _ in range(n):
-        x = torch.rand(2, 3, 16, 16, generator=gen)
-        opt.zero_grad()
-        with amp.autocast():
-            loss = torch.nn.functional.l1_loss(net(x), x)
-        amp.backward(loss)
-        amp.step(opt)
-        amp.update()
-
-
 def _growing_fp16():
     """fp16 with a scale that changes at every step, so a resume that lost its state would differ."""
     amp = MixedPrecision('fp16', 'cpu')
@@ -112,12 +106,12 @@ def test_fp16_scaler_state_resumes_exactly():
     """A run resumed from the saved scaler state ends with the weights and scale of an uninterrupted run."""
     ref, ref_amp = tiny_net(0), _growing_fp16()
     ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
-    _fp16_steps(ref, ref_opt, ref_amp, torch.Generator().manual_seed(1), 6)
+    _steps(ref, ref_opt, ref_amp, torch.Generator().manual_seed(1), 6)
 
     net, amp = tiny_net(0), _growing_fp16()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1)
-    _fp16_steps(net, opt, amp, gen, 3)
+    _steps(net, opt, amp, gen, 3)
     saved = {'net': copy.deepcopy(net.state_dict()), 'opt': copy.deepcopy(opt.state_dict()),
              'amp': copy.deepcopy(amp.state_dict()), 'gen': gen.get_state()}
     assert saved['amp']['scale'] != _growing_fp16().scaler.get_scale()  # the state carries information
@@ -129,7 +123,7 @@ def test_fp16_scaler_state_resumes_exactly():
     amp2.load_state_dict(saved['amp'])
     gen2 = torch.Generator()
     gen2.set_state(saved['gen'])
-    _fp16_steps(net2, opt2, amp2, gen2, 3)
+    _steps(net2, opt2, amp2, gen2, 3)
     assert amp2.scaler.get_scale() == ref_amp.scaler.get_scale()
     for a, b in zip(net2.parameters(), ref.parameters()):
         assert torch.equal(a, b)

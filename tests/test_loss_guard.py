@@ -106,14 +106,19 @@ def test_kt_model(tmp_path):
     _stops_without_step(model, _batch(3, labels=[0, 1, 2]), [model.net_g], 'l_pix')
 
 
-def test_da_model(tmp_path):
+def _da_model(tmp_path):
+    """The demo's DA model on a random student checkpoint."""
     opt, _ = parse_options(['-opt', osp.join(DEMO_CONFIGS, 'da_tiny.yml')], root_path=str(tmp_path),
                            check_paths=False)
     ckpt = tmp_path / 'student.pth'
     torch.save({'params': build_network(dict(opt['network_g'])).state_dict()}, ckpt)
     opt['path']['pretrain_network_g'] = str(ckpt)
     opt['train']['iters_per_epoch'] = 4
-    model = build_model(opt)
+    return build_model(opt)
+
+
+def test_da_model(tmp_path):
+    model = _da_model(tmp_path)
     batch = _batch(3, labels=[0, 1, 2], clear=True)
     _stops_without_step(model, batch, [model.net_g, model.net_d], 'l_g_gan', current_iter=100)
     # before net_d_init_iters only the discriminator trains: its terms are guarded too
@@ -149,13 +154,7 @@ def test_training_with_a_huge_lr_stops_and_keeps_only_finite_checkpoints(tmp_pat
 
 def test_da_messages_name_each_optimiser_s_scheduled_rate(tmp_path):
     """The DA model's own guards (generator and discriminator steps) name the rates in use, as the others do."""
-    opt, _ = parse_options(['-opt', osp.join(DEMO_CONFIGS, 'da_tiny.yml')], root_path=str(tmp_path),
-                           check_paths=False)
-    ckpt = tmp_path / 'student.pth'
-    torch.save({'params': build_network(dict(opt['network_g'])).state_dict()}, ckpt)
-    opt['path']['pretrain_network_g'] = str(ckpt)
-    opt['train']['iters_per_epoch'] = 4
-    model = build_model(opt)
+    model = _da_model(tmp_path)
     for group in model.optimizer_g.param_groups:
         group['lr'] = 1.25e-5
     for group in model.optimizer_d.param_groups:
