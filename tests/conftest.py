@@ -22,6 +22,21 @@ DEMO_CONFIGS = osp.join(REPO, 'uniremoval', 'demo', 'configs')
 TINY_TEACHER_OPT = osp.join(DEMO_CONFIGS, 'train_teacher_tiny.yml')
 
 
+TINY_MPRNET = {'type': 'MPRNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'num_cab': 2}
+
+
+def write_tiny_model(root, network_g=TINY_MPRNET, seed=0):
+    """(checkpoint with ``params_ema`` of a freshly seeded ``network_g``, option file naming it) in ``root``."""
+    from basicsr.archs import build_network
+    torch.manual_seed(seed)
+    ckpt = osp.join(str(root), 'net_g.pth')
+    torch.save({'params_ema': build_network(dict(network_g)).state_dict()}, ckpt)
+    opt = osp.join(str(root), 'tiny.yml')
+    with open(opt, 'w') as f:
+        yaml.safe_dump({'name': 'tiny', 'network_g': dict(network_g), 'pixel_range': [0, 1]}, f)
+    return ckpt, opt
+
+
 def make_pair(rng, size=40):
     """A smooth random clean image and a hazy, noisy version of it (uint8 BGR)."""
     low = rng.uniform(0, 255, size=(5, 5, 3)).astype(np.float32)

@@ -5,15 +5,12 @@ import os
 import cv2
 import numpy as np
 import pytest
-import torch
-import yaml
 
-from basicsr.archs import build_network
 from uniremoval.commands.basicsr_cli import main as cli_main
 from uniremoval.commands.restore import is_same_file
 from uniremoval.commands.restore import main as restore_main
 from uniremoval.options import run_name_problem
-from conftest import tiny_teacher_options
+from conftest import tiny_teacher_options, write_tiny_model
 
 TINY_MPRNET = {'type': 'MPRNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'num_cab': 1}
 
@@ -49,13 +46,7 @@ def test_train_refuses_a_name_outside_experiments_and_renames_nothing(name, tmp_
 @pytest.fixture(scope='module')
 def tiny_model(tmp_path_factory):
     root = tmp_path_factory.mktemp('paths_model')
-    torch.manual_seed(0)
-    ckpt = str(root / 'net_g.pth')
-    torch.save({'params_ema': build_network(dict(TINY_MPRNET)).state_dict()}, ckpt)
-    opt = str(root / 'tiny.yml')
-    with open(opt, 'w') as f:
-        yaml.safe_dump({'name': 'tiny', 'network_g': dict(TINY_MPRNET), 'pixel_range': [0, 1]}, f)
-    return ckpt, opt
+    return write_tiny_model(root, TINY_MPRNET)
 
 
 def _photos(folder):

@@ -12,27 +12,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch import nn
 
 import uniremoval  # noqa: F401  (compat shim + registration)
 from basicsr.archs import build_network
 from uniremoval.commands.restore import main
 from uniremoval.restoration import restore_image
-
-TINY_MPRNET = {'type': 'MPRNet', 'n_feat': 8, 'scale_unetfeats': 4, 'scale_orsnetfeats': 4, 'num_cab': 2}
+from conftest import TINY_MPRNET, write_tiny_model
 
 
 @pytest.fixture(scope='module')
 def tiny_model(tmp_path_factory):
     root = tmp_path_factory.mktemp('limits_model')
-    torch.manual_seed(0)
-    ckpt = str(root / 'net_g.pth')
-    torch.save({'params_ema': build_network(dict(TINY_MPRNET)).state_dict()}, ckpt)
-    opt = str(root / 'tiny.yml')
-    with open(opt, 'w') as f:
-        yaml.safe_dump({'name': 'tiny', 'network_g': dict(TINY_MPRNET), 'pixel_range': [0, 1]}, f)
-    return ckpt, opt
+    return write_tiny_model(root, TINY_MPRNET)
 
 
 def _chunk(kind, data):
