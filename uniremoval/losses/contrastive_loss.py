@@ -163,6 +163,16 @@ def _embed_set(x, embedding):
     return e.reshape(x.shape[0], x.shape[1], e.shape[1])
 
 
+def _check_inputs(anchor, positives, negatives, pos_mask, neg_mask, embedding):
+    """The checks both forms of Eq. 2 share: (batch, num_pos, num_neg, pos_mask, neg_mask), masks checked."""
+    _check_shapes(anchor, positives, negatives)
+    batch, num_pos, num_neg = anchor.shape[0], positives.shape[1], negatives.shape[1]
+    pos_mask = _check_mask(pos_mask, (batch, num_pos), 'pos_mask')
+    neg_mask = _check_mask(neg_mask, (batch, num_neg), 'neg_mask')
+    _check_embedding(embedding)
+    return batch, num_pos, num_neg, pos_mask, neg_mask
+
+
 def contrastive_loss_terms(anchor,
                            positives,
                            negatives,
@@ -193,11 +203,8 @@ def contrastive_loss_terms(anchor,
         tuple[Tensor, Tensor]: ``loss`` (B,) (0 for rows without a valid positive) and ``valid``
         (B,) bool, True for the rows with at least one valid positive.
     """
-    _check_shapes(anchor, positives, negatives)
-    batch, num_pos, num_neg = anchor.shape[0], positives.shape[1], negatives.shape[1]
-    pos_mask = _check_mask(pos_mask, (batch, num_pos), 'pos_mask')
-    neg_mask = _check_mask(neg_mask, (batch, num_neg), 'neg_mask')
-    _check_embedding(embedding)
+    batch, num_pos, num_neg, pos_mask, neg_mask = _check_inputs(anchor, positives, negatives, pos_mask, neg_mask,
+                                                                embedding)
 
     with torch.autocast(device_type=anchor.device.type, enabled=False):
         if embedding != 'flatten':  # 'flatten' is the reshape below (bit for bit the paper's reading)
@@ -242,11 +249,8 @@ def ratio_loss_terms(anchor, positives, negatives, eps, pos_mask=None, neg_mask=
     Returns:
         tuple[Tensor, Tensor]: ``loss`` (B,) and ``valid`` (B,) bool.
     """
-    _check_shapes(anchor, positives, negatives)
-    batch, num_pos, num_neg = anchor.shape[0], positives.shape[1], negatives.shape[1]
-    pos_mask = _check_mask(pos_mask, (batch, num_pos), 'pos_mask')
-    neg_mask = _check_mask(neg_mask, (batch, num_neg), 'neg_mask')
-    _check_embedding(embedding)
+    batch, num_pos, num_neg, pos_mask, neg_mask = _check_inputs(anchor, positives, negatives, pos_mask, neg_mask,
+                                                                embedding)
     with torch.autocast(device_type=anchor.device.type, enabled=False):
         if embedding != 'flatten':
             anchor = embed_feature_maps(anchor, embedding)
