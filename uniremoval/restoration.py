@@ -40,7 +40,7 @@ from uniremoval.utils.display import shown
 from uniremoval.utils.errors import UsageError
 from uniremoval.utils.pixel_range import final_output, from_network_range, parse_pixel_range, to_network_range
 from uniremoval.utils.state_dict_check import StateDictMismatchError, check_state_dict
-from uniremoval.utils.tiling import tiled_forward
+from uniremoval.utils.tiling import tiled_bands
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp', '.webp')
 EIGHT_BIT_EXTENSIONS = ('.jpg', '.jpeg', '.bmp', '.webp')
@@ -292,26 +292,38 @@ def restore_image(net, img, tile=0, overlap=32, batch=1, multiple=1, pixel_range
 
     Grey images go through the network as three equal channels and come back as the channel mean;
     the alpha channel is copied unchanged; the result is clipped to the input's range.
+
+    Memory: the image is never converted whole. Each tile is read from ``img`` and converted to float
+    on its own, the blended result comes back in bands of tile rows
+    (:func:`~uniremoval.utils.tiling.tiled_bands`), and each band is converted to ``img``'s dtype into
+    the preallocated result. So a tiled restore holds the image and the result in their own bit
+    depth plus float sums for one band (a tile height by the image width) and the network's working
+    set for ``batch`` tiles. The result equals converting the whole image to float, running
+    :func:`~uniremoval.utils.tiling.tiled_forward` and converting back, bit for bit.
     """
     img = np.asarray(img)
     check_input_values(img)
     colour, alpha = _split_channels(img)
     grey = colour.shape[2] == 1
-    x = _to_unit_float(colour)
-    x = np.repeat(x, 3, axis=2) if grey else (x[..., ::-1] if bgr else x)
-    tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+    _to_unit_float(colour[:0, :0])  # an unsupported dtype fails before the network runs
+    result = np.empty(img.shape, dtype=colour.dtype)
+    result_colour = result[..., None] if img.ndim == 2 else result[..., :colour.shape[2]]
+
+    def read(n, rows, cols):
+        x = _to_unit_float(colour[rows][:, cols])
+        x = np.repeat(x, 3, axis=2) if grey else (x[..., ::-1] if bgr else x)
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
     device = _module_device(net) if device is None else device
     fn = network_function(net, pixel_range, channels_last=channels_last, bf16=bf16)
-    out = tiled_forward(fn, tensor, tile, overlap, batch=batch, multiple=multiple, device=device, progress=progress,
-                        align=align)
-    out = out[0].float().cpu().numpy().transpose(1, 2, 0)
-    out = out.mean(axis=2, keepdims=True) if grey else (out[..., ::-1] if bgr else out)
-    out = _from_unit_float(out, colour.dtype)
+    for _, top, bottom, band in tiled_bands(fn, read, (1, 3) + colour.shape[:2], tile, overlap, batch=batch,
+                                            multiple=multiple, device=device, progress=progress, align=align):
+        out = band.float().cpu().numpy().transpose(1, 2, 0)
+        out = out.mean(axis=2, keepdims=True) if grey else (out[..., ::-1] if bgr else out)
+        result_colour[top:bottom] = _from_unit_float(out, colour.dtype)
     if alpha is not None:
-        out = np.concatenate([out, alpha], axis=2)
-    elif img.ndim == 2:
-        out = out[..., 0]
-    return np.ascontiguousarray(out)
+        result[..., -1:] = alpha
+    return result
 
 
 # ------------------------------------------------------------------------------------------
