@@ -219,6 +219,24 @@ def _checkpoint_record(checkpoint):
     return record, record is None and isinstance(ckpt, dict) and 'state_dict' in ckpt
 
 
+def resolve_device(name, label='--device', allow_auto=True):
+    """The ``torch.device`` named ``name`` (``cpu``, ``cuda``, ``cuda:N``; with ``allow_auto`` also
+    ``auto``: CUDA when available); :class:`SetupError` starting with ``label`` otherwise, or when CUDA
+    is named but not available. ``uniremoval-restore`` and the web page share it."""
+    if allow_auto and name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise SetupError(f'{label} {name}: {e}') from e
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SetupError(f'{label} {name}: CUDA is not available')
+    if device.type not in ('cpu', 'cuda'):
+        choices = 'auto, cpu, cuda or cuda:N' if allow_auto else 'cpu, cuda or cuda:N'
+        raise SetupError(f'{label} must be {choices}, got {name}')
+    return device
+
+
 def _module_device(net):
     if isinstance(net, torch.nn.Module):
         for tensor in net.parameters():

@@ -27,8 +27,8 @@ import torch
 from uniremoval.archs.ads_arch import ADSNet
 from uniremoval.demo.shipped import CHECKPOINT_DIR, checkpoint_file
 from uniremoval.options import load_option_file
-from uniremoval.restoration import (SetupError, load_network, read_image, resolve_network_settings, restore_image,
-                                    write_image)
+from uniremoval.restoration import (SetupError, load_network, read_image, resolve_device, resolve_network_settings,
+                                    restore_image, write_image)
 from uniremoval.utils.pixel_range import parse_pixel_range, to_network_range
 from uniremoval.utils.tiling import tile_starts
 
@@ -85,18 +85,6 @@ def demo_model_settings():
     return checkpoint_file(DEMO_STAGE), osp.join(CHECKPOINT_DIR, DEMO_OPTIONS)
 
 
-def _device(name):
-    try:
-        device = torch.device(name or 'cpu')
-    except RuntimeError as e:
-        raise SetupError(f'device {name}: {e}') from e
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise SetupError(f'device {name}: CUDA is not available')
-    if device.type not in ('cpu', 'cuda'):
-        raise SetupError(f'device must be cpu, cuda or cuda:N, got {name}')
-    return device
-
-
 def load_model(checkpoint=None, opt_file=None, engine='auto', device='cpu', param_key=None):
     """Load a :class:`Model`, the way ``uniremoval-restore`` does.
 
@@ -115,7 +103,7 @@ def load_model(checkpoint=None, opt_file=None, engine='auto', device='cpu', para
         description = 'shipped demo network (KT student, MPRNet)'
     else:
         description = osp.basename(checkpoint or opt_file)
-    device = _device(device)
+    device = resolve_device(device or 'cpu', label='device', allow_auto=False)
     network_opt, pixel_range, checkpoint, param_key = resolve_network_settings(opt_file, checkpoint, param_key)
     is_onnx = checkpoint.lower().endswith('.onnx')
     engine = engine if engine not in (None, 'auto') else ('onnxruntime' if is_onnx else 'pytorch')

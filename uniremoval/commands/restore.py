@@ -21,7 +21,8 @@ from tqdm import tqdm
 from uniremoval import restoration
 from uniremoval.commands.common import add_option_file_argument, new_parser
 from uniremoval.restoration import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, SetupError, list_images, load_network,
-                                    read_image, resolve_network_settings, restore_image, setup_errors, write_image)
+                                    read_image, resolve_device, resolve_network_settings, restore_image, setup_errors,
+                                    write_image)
 from uniremoval.utils.display import shown
 from uniremoval.utils.errors import run_command
 
@@ -143,20 +144,6 @@ class _TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
-def _resolve_device(name):
-    if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise SetupError(f'--device {name}: {e}') from e
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise SetupError(f'--device {name}: CUDA is not available')
-    if device.type not in ('cpu', 'cuda'):
-        raise SetupError(f'--device must be auto, cpu, cuda or cuda:N, got {name}')
-    return device
-
-
 def _load_engine(args, device):
     """(network or :class:`~uniremoval.onnx_export.OnnxNetwork`, pixel range) from the arguments."""
     network_opt, pixel_range, checkpoint, param_key = resolve_network_settings(
@@ -202,7 +189,7 @@ def _run(args):
             raise SetupError('--tile and --tile-overlap must be >= 0, --tile-batch and --multiple >= 1')
         if args.tile and args.tile_overlap >= args.tile:
             raise SetupError(f'--tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})')
-        device = _resolve_device(args.device)
+        device = resolve_device(args.device)
         plan = plan_outputs(args.input, args.output, args.ext, args.suffix)
         check_output_folders(plan)
         net, pixel_range = _load_engine(args, device)
